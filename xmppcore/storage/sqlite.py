@@ -1,0 +1,365 @@
+"""SQLite storage driver (aiosqlite): the embedded default, everything in one database file.
+
+Prosody-style generic tables, one per store shape, so a new XEP never needs a migration.
+One connection per driver: aiosqlite runs it on its own thread, which serialises every
+statement. The connection is in autocommit mode, so each write is its own transaction and is
+committed when the awaited call returns; with the WAL journal and synchronous=FULL the commit
+is also fsync'ed, which is what lets a stanza acknowledgement promise durability
+(docs/decisions/0002-storage.md has the measurements behind that choice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+
+from .api import (
+    ArchiveItem, ArchiveStore, JSONValue, KeyValueStore, MapStore, StorageError, _ArchiveQuery,
+    _decode_value, _encode_value, _format_archive_id, _parse_archive_ids,
+)
+
+__all__ = ["SqliteDriver", "SCHEMA_VERSION"]
+
+_log = logging.getLogger(__name__)
+
+# How long a statement waits for another process (e.g. `xmppcore adduser` next to a running
+# server) to release the write lock before failing with "database is locked".
+_BUSY_TIMEOUT_MS = 5000
+_WAL_SWITCH_ATTEMPTS = 20
+_WAL_SWITCH_BACKOFF = 0.01  # seconds, times the attempt number (about 2 s in all)
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # version 1: the three generic tables
+        """CREATE TABLE keyval (
+            host TEXT NOT NULL, store TEXT NOT NULL, "user" TEXT NOT NULL, value TEXT NOT NULL,
+            PRIMARY KEY (host, store, "user"))""",
+        """CREATE TABLE map (
+            host TEXT NOT NULL, store TEXT NOT NULL, "user" TEXT NOT NULL, "key" TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (host, store, "user", "key"))""",
+        # AUTOINCREMENT: without it SQLite reuses the id of a deleted newest row, and an
+        # archive id must never come back (MAM clients keep them as sync points).
+        """CREATE TABLE archive (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            host TEXT NOT NULL, store TEXT NOT NULL, "user" TEXT NOT NULL,
+            "when" REAL NOT NULL, with_jid TEXT NOT NULL, value TEXT NOT NULL)""",
+        'CREATE INDEX archive_by_id ON archive (host, store, "user", id)',
+        'CREATE INDEX archive_by_when ON archive (host, store, "user", "when")',
+        'CREATE INDEX archive_by_with ON archive (host, store, "user", with_jid, id)',
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_CREATE_SCHEMA_VERSION = (
+    "CREATE TABLE IF NOT EXISTS schema_version ("
+    "version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+)
+
+_Row = tuple[Any, ...]
+
+
+class SqliteDriver:
+    """A StorageDriver on one SQLite file; its parent directory is created on open()."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._conn: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        conn = await self._connect()
+        try:
+            await _configure(conn)
+            version = await _migrate(conn)
+        except BaseException:
+            await _close_quietly(conn)
+            raise
+        self._conn = conn
+        _log.info("sqlite storage open at %s (schema version %d)", self._path, version)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            await conn.close()
+        except (sqlite3.Error, ValueError) as exc:
+            raise StorageError(f"sqlite: closing {self._path!r} failed: {exc}") from exc
+
+    def keyval(self, host: str, store: str) -> KeyValueStore:
+        return _SqliteKeyValueStore(self, host, store)
+
+    def map(self, host: str, store: str) -> MapStore:
+        return _SqliteMapStore(self, host, store)
+
+    def archive(self, host: str, store: str) -> ArchiveStore:
+        return _SqliteArchiveStore(self, host, store)
+
+    async def _connect(self) -> aiosqlite.Connection:
+        try:
+            if self._path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(self._path)), exist_ok=True)
+                # Probe first: when aiosqlite's own connect fails it leaves its worker thread
+                # to report to the event loop later, which may be closed by then.
+                await asyncio.to_thread(_probe, self._path)
+            # isolation_level=None: autocommit, one transaction per statement.
+            return await aiosqlite.connect(self._path, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"sqlite: cannot open {self._path!r}: {exc}") from exc
+
+    async def _run(self, sql: str, params: Sequence[Any] = ()) -> list[_Row]:
+        """Run one statement (committed on return) and fetch its rows."""
+        conn = self._conn
+        if conn is None:
+            raise StorageError("sqlite storage driver is not open")
+        try:
+            return [tuple(row) for row in await conn.execute_fetchall(sql, params)]
+        except (sqlite3.Error, ValueError) as exc:
+            # ValueError: aiosqlite's "Connection closed" when close() raced this call.
+            raise StorageError(f"sqlite: {exc}") from exc
+
+
+def _probe(path: str) -> None:
+    sqlite3.connect(path).close()
+
+
+async def _configure(conn: aiosqlite.Connection) -> None:
+    try:
+        # WAL persists in the file; synchronous and busy_timeout are per connection.
+        await conn.execute_fetchall(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS:d}")
+        await _switch_to_wal(conn)
+        await conn.execute_fetchall("PRAGMA synchronous=FULL")
+    except sqlite3.Error as exc:
+        raise StorageError(f"sqlite: cannot configure the database: {exc}") from exc
+
+
+async def _switch_to_wal(conn: aiosqlite.Connection) -> None:
+    """Put the file in WAL mode (a no-op once it is).
+
+    Two connections switching a new file at the same moment would each wait for the other's
+    lock, so SQLite answers SQLITE_BUSY at once instead of calling the busy handler; back off
+    briefly and retry, within a bound.
+    """
+    for attempt in range(1, _WAL_SWITCH_ATTEMPTS + 1):
+        try:
+            await conn.execute_fetchall("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or attempt == _WAL_SWITCH_ATTEMPTS:
+                raise
+            await asyncio.sleep(_WAL_SWITCH_BACKOFF * attempt)
+
+
+async def _migrate(conn: aiosqlite.Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION in one transaction; return the version."""
+    try:
+        # IMMEDIATE takes the write lock first, so two processes cannot migrate at once.
+        await conn.execute_fetchall("BEGIN IMMEDIATE")
+        try:
+            version = await _apply_migrations(conn)
+        except BaseException:
+            await conn.execute_fetchall("ROLLBACK")
+            raise
+        await conn.execute_fetchall("COMMIT")
+    except sqlite3.Error as exc:
+        raise StorageError(f"sqlite: schema migration failed: {exc}") from exc
+    return version
+
+
+async def _apply_migrations(conn: aiosqlite.Connection) -> int:
+    await conn.execute_fetchall(_CREATE_SCHEMA_VERSION)
+    rows = list(await conn.execute_fetchall("SELECT MAX(version) FROM schema_version"))
+    current: int = rows[0][0] or 0
+    if current > SCHEMA_VERSION:
+        raise StorageError(
+            f"sqlite: database schema version {current} is newer than this xmppcore "
+            f"supports ({SCHEMA_VERSION})"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        _log.info("sqlite storage: applying schema migration %d", version)
+        for statement in _MIGRATIONS[version - 1]:
+            await conn.execute_fetchall(statement)
+        await conn.execute_fetchall(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+            (version, time.time()),
+        )
+    return SCHEMA_VERSION
+
+
+async def _close_quietly(conn: aiosqlite.Connection) -> None:
+    try:
+        await conn.close()
+    except (sqlite3.Error, ValueError):
+        _log.debug("sqlite: closing after a failed open also failed", exc_info=True)
+
+
+class _SqliteKeyValueStore:
+    def __init__(self, driver: SqliteDriver, host: str, store: str) -> None:
+        self._driver = driver
+        self._ns = (host, store)
+
+    async def get(self, user: str) -> JSONValue | None:
+        rows = await self._driver._run(
+            'SELECT value FROM keyval WHERE host = ? AND store = ? AND "user" = ?',
+            (*self._ns, user),
+        )
+        return _decode_value(rows[0][0]) if rows else None
+
+    async def set(self, user: str, value: JSONValue | None) -> None:
+        if value is None:
+            await self._driver._run(
+                'DELETE FROM keyval WHERE host = ? AND store = ? AND "user" = ?',
+                (*self._ns, user),
+            )
+            return
+        await self._driver._run(
+            'INSERT INTO keyval (host, store, "user", value) VALUES (?, ?, ?, ?) '
+            'ON CONFLICT (host, store, "user") DO UPDATE SET value = excluded.value',
+            (*self._ns, user, _encode_value(value)),
+        )
+
+    async def users(self) -> list[str]:
+        rows = await self._driver._run(
+            'SELECT "user" FROM keyval WHERE host = ? AND store = ?', self._ns
+        )
+        return sorted(row[0] for row in rows)
+
+
+class _SqliteMapStore:
+    def __init__(self, driver: SqliteDriver, host: str, store: str) -> None:
+        self._driver = driver
+        self._ns = (host, store)
+
+    async def get(self, user: str, key: str) -> JSONValue | None:
+        rows = await self._driver._run(
+            'SELECT value FROM map WHERE host = ? AND store = ? AND "user" = ? AND "key" = ?',
+            (*self._ns, user, key),
+        )
+        return _decode_value(rows[0][0]) if rows else None
+
+    async def set(self, user: str, key: str, value: JSONValue | None) -> None:
+        if value is None:
+            await self._driver._run(
+                'DELETE FROM map WHERE host = ? AND store = ? AND "user" = ? AND "key" = ?',
+                (*self._ns, user, key),
+            )
+            return
+        await self._driver._run(
+            'INSERT INTO map (host, store, "user", "key", value) VALUES (?, ?, ?, ?, ?) '
+            'ON CONFLICT (host, store, "user", "key") DO UPDATE SET value = excluded.value',
+            (*self._ns, user, key, _encode_value(value)),
+        )
+
+    async def get_all(self, user: str) -> dict[str, JSONValue]:
+        rows = await self._driver._run(
+            'SELECT "key", value FROM map WHERE host = ? AND store = ? AND "user" = ?',
+            (*self._ns, user),
+        )
+        return {key: _decode_value(text) for key, text in rows}
+
+    async def delete_user(self, user: str) -> None:
+        await self._driver._run(
+            'DELETE FROM map WHERE host = ? AND store = ? AND "user" = ?', (*self._ns, user)
+        )
+
+
+class _SqliteArchiveStore:
+    def __init__(self, driver: SqliteDriver, host: str, store: str) -> None:
+        self._driver = driver
+        self._ns = (host, store)
+
+    async def append(
+        self, user: str, value: JSONValue, *, when: float, with_jid: str = ""
+    ) -> str:
+        rows = await self._driver._run(
+            'INSERT INTO archive (host, store, "user", "when", with_jid, value) '
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (*self._ns, user, float(when), with_jid, _encode_value(value)),
+        )
+        return _format_archive_id(rows[0][0])
+
+    async def query(
+        self,
+        user: str,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        with_jid: str | None = None,
+        after_id: str | None = None,
+        before_id: str | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+        ids: Sequence[str] | None = None,
+    ) -> list[ArchiveItem]:
+        wanted = _ArchiveQuery.parse(
+            start=start, end=end, with_jid=with_jid, after_id=after_id, before_id=before_id,
+            limit=limit, reverse=reverse, ids=ids,
+        )
+        if wanted is None:
+            return []
+        sql, params = _select_archive(wanted, (*self._ns, user))
+        rows = await self._driver._run(sql, params)
+        return [
+            ArchiveItem(id=_format_archive_id(number), when=when, with_jid=partner,
+                        value=_decode_value(text))
+            for number, when, partner, text in rows
+        ]
+
+    async def delete(self, user: str, ids: Sequence[str] | None = None) -> int:
+        where = 'host = ? AND store = ? AND "user" = ?'
+        params: list[Any] = [*self._ns, user]
+        if ids is not None:
+            numbers = _parse_archive_ids(ids)
+            if not numbers:
+                return 0
+            # One JSON-array parameter instead of a placeholder per id.
+            where += " AND id IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(numbers))
+        rows = await self._driver._run(f"DELETE FROM archive WHERE {where} RETURNING id", params)
+        return len(rows)
+
+    async def count(self, user: str) -> int:
+        rows = await self._driver._run(
+            'SELECT COUNT(*) FROM archive WHERE host = ? AND store = ? AND "user" = ?',
+            (*self._ns, user),
+        )
+        count: int = rows[0][0]
+        return count
+
+
+def _select_archive(wanted: _ArchiveQuery, owner: tuple[str, str, str]) -> tuple[str, list[Any]]:
+    """The SELECT for a query: SQL from fixed fragments only, every value a parameter."""
+    conditions = ['host = ?', 'store = ?', '"user" = ?']
+    params: list[Any] = list(owner)
+    optional: tuple[tuple[str, Any], ...] = (
+        ('"when" >= ?', wanted.start),
+        ('"when" <= ?', wanted.end),
+        ("with_jid = ?", wanted.with_jid),
+        ("id > ?", wanted.after),
+        ("id < ?", wanted.before),
+        ("id IN (SELECT value FROM json_each(?))",
+         None if wanted.numbers is None else json.dumps(wanted.numbers)),
+    )
+    for condition, value in optional:
+        if value is not None:
+            conditions.append(condition)
+            params.append(value)
+    sql = (
+        'SELECT id, "when", with_jid, value FROM archive WHERE '
+        + " AND ".join(conditions)
+        + (" ORDER BY id DESC" if wanted.reverse else " ORDER BY id ASC")
+    )
+    if wanted.limit is not None:
+        sql += " LIMIT ?"
+        params.append(wanted.limit)
+    return sql, params
