@@ -1,0 +1,417 @@
+"""RFC 6120 §4–§7: the server side of a client-to-server stream, sans I/O.
+
+Stream header checks, STARTTLS (§5), SASL (§6), resource binding (§7), the legacy
+``<session/>`` of RFC 3921 §3, the authentication timeout and whitespace keepalives.
+Feed it bytes with ``receive_data``; read ``pop_events`` and ``data_to_send``; answer
+``TlsRequested``, ``CredentialsNeeded`` and ``BindRequested`` with the matching method.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+
+from ..jid import JID, InvalidJID
+from ..stanza.errors import Condition, ProtocolUsageError, StanzaError, StreamCondition, StreamError
+from ..xml.element import Element
+from ..xml.namespaces import NS_BIND, NS_CLIENT, NS_SASL, NS_SESSION, NS_STREAMS, NS_TLS, NS_XML
+from ..xml.parser import StreamHeader
+from . import events as ev
+from .sasl import ScramCredentials
+from .sasl_server import Failure, NeedCredentials, Reply, SaslNegotiator, SaslStep, Success
+from .stream import XmlStream
+
+__all__ = ["C2SServer", "C2SState", "TRANSITIONS", "ALL_MECHANISMS"]
+
+ALL_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
+_STANZAS = frozenset({"message", "presence", "iq"})
+
+
+class C2SState(enum.Enum):
+    """Where a client stream stands in negotiation."""
+
+    WAIT_HEADER = "wait-header"        # expecting <stream:stream> (initially and after a restart)
+    NEGOTIATING = "negotiating"        # features sent; STARTTLS or SASL expected
+    TLS_PENDING = "tls-pending"        # <proceed/> sent; the transport is handshaking
+    AUTH_PENDING = "auth-pending"      # waiting for the runtime's credentials
+    WAIT_BIND = "wait-bind"            # authenticated; expecting the bind request
+    BIND_PENDING = "bind-pending"      # waiting for the session registry
+    BOUND = "bound"                    # stanzas flow
+    CLOSED = "closed"
+
+
+# Allowed transitions; tests read this table (STYLE rule 2).
+TRANSITIONS: Mapping[C2SState, frozenset[C2SState]] = {
+    C2SState.WAIT_HEADER: frozenset({C2SState.NEGOTIATING, C2SState.WAIT_BIND, C2SState.CLOSED}),
+    C2SState.NEGOTIATING: frozenset({C2SState.TLS_PENDING, C2SState.AUTH_PENDING, C2SState.WAIT_HEADER,
+                                     C2SState.CLOSED}),
+    C2SState.TLS_PENDING: frozenset({C2SState.WAIT_HEADER, C2SState.CLOSED}),
+    C2SState.AUTH_PENDING: frozenset({C2SState.NEGOTIATING, C2SState.WAIT_HEADER, C2SState.CLOSED}),
+    C2SState.WAIT_BIND: frozenset({C2SState.BIND_PENDING, C2SState.CLOSED}),
+    C2SState.BIND_PENDING: frozenset({C2SState.BOUND, C2SState.WAIT_BIND, C2SState.CLOSED}),
+    C2SState.BOUND: frozenset({C2SState.CLOSED}),
+    C2SState.CLOSED: frozenset(),
+}
+
+
+def _normalize_localpart(raw: str) -> str | None:
+    try:
+        jid = JID.make(raw, "localhost")
+    except InvalidJID:
+        return None
+    return jid.local
+
+
+class C2SServer(XmlStream):
+    """The receiving entity of one client connection."""
+
+    content_ns = NS_CLIENT
+
+    def __init__(
+        self,
+        *,
+        domains: Callable[[str], bool],
+        id_factory: Callable[[], str],
+        now: float,
+        tls_available: bool = True,
+        tls_required: bool = True,
+        tls_active: bool = False,
+        channel_bindings: Mapping[str, bytes] | None = None,
+        mechanisms: Sequence[str] = ALL_MECHANISMS,
+        max_stanza_size: int = 262144,
+        auth_timeout: float = 30.0,
+        max_auth_failures: int = 3,
+        keepalive_interval: float = 0.0,
+        extra_features: Callable[[], list[Element]] | None = None,
+        scram_secret: bytes = b"",
+        scram_iterations: int = 4096,
+    ) -> None:
+        super().__init__(max_stanza_size=max_stanza_size)
+        self._is_hosted = domains
+        self._new_id = id_factory
+        self._tls_available = tls_available
+        self._tls_required = tls_required
+        self._tls_active = tls_active
+        self._bindings = dict(channel_bindings or {})
+        self._mechanisms = tuple(mechanisms)
+        self._auth_deadline = now + auth_timeout
+        self._max_failures = max_auth_failures
+        self._failures = 0
+        self._keepalive = keepalive_interval
+        self._last_input = now
+        self._extra_features = extra_features
+        self._scram_secret = scram_secret
+        self._scram_iterations = scram_iterations
+        self.state = C2SState.WAIT_HEADER
+        self.domain = ""
+        self.stream_id = ""
+        self.username: str | None = None
+        self.jid: JID | None = None
+        self._peer_from: str | None = None
+        self._sasl: SaslNegotiator | None = None
+        self._bind_iq_id = ""
+        self._abort_requested = False
+
+    # -- answers from the runtime --------------------------------------------------------------
+    def tls_established(self, *, channel_bindings: Mapping[str, bytes] | None = None) -> None:
+        """TLS is up (RFC 6120 §5.4.3.3): the client restarts the stream next."""
+        self._expect(C2SState.TLS_PENDING)
+        self._tls_active = True
+        self._bindings = dict(channel_bindings or {})
+        self._restart()
+        self._to(C2SState.WAIT_HEADER)
+
+    def provide_credentials(self, credentials: ScramCredentials | None) -> None:
+        """Answer ``CredentialsNeeded``; None means there is no such account."""
+        self._expect(C2SState.AUTH_PENDING)
+        assert self._sasl is not None
+        if self._take_abort():
+            return
+        self._sasl_step(self._sasl.provide_credentials(credentials))
+
+    def credentials_unavailable(self) -> None:
+        """Storage failed: ``temporary-auth-failure`` (RFC 6120 §6.5.12)."""
+        self._expect(C2SState.AUTH_PENDING)
+        assert self._sasl is not None
+        if self._take_abort():
+            return
+        self._sasl_step(self._sasl.credentials_unavailable())
+
+    def _take_abort(self) -> bool:
+        if not self._abort_requested:
+            return False
+        self._abort_requested = False
+        assert self._sasl is not None
+        self._sasl_step(self._sasl.handle(Element("abort", NS_SASL)))
+        return True
+
+    def connection_lost(self) -> None:
+        super().connection_lost()
+        self.state = C2SState.CLOSED
+
+    def bind_succeeded(self, jid: JID) -> None:
+        """Answer ``BindRequested`` with the full JID the session now has (RFC 6120 §7.6.1)."""
+        self._expect(C2SState.BIND_PENDING)
+        self.jid = jid
+        result = Element("iq", NS_CLIENT, {"type": "result", "id": self._bind_iq_id})
+        result.add("bind", NS_BIND).add("jid", text=str(jid))
+        self._send(result)
+        self._to(C2SState.BOUND)
+
+    def bind_failed(self, condition: Condition, text: str | None = None) -> None:
+        """Refuse the bind request (e.g. ``resource-constraint``); the client may try again."""
+        self._expect(C2SState.BIND_PENDING)
+        self._reply_error(self._bind_iq_id, StanzaError(condition, text))
+        self._to(C2SState.WAIT_BIND)
+
+    def send_stanza(self, stanza: Element) -> None:
+        """Queue a stanza for the bound client."""
+        if self.state is not C2SState.BOUND:
+            if self.state is C2SState.CLOSED:
+                return
+            raise ProtocolUsageError(f"cannot send stanzas in state {self.state.value}")
+        self._send(stanza)
+
+    # -- timers --------------------------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` should next run, or None."""
+        if self._closed:
+            return None
+        if self.state is not C2SState.BOUND:
+            return self._auth_deadline
+        if self._keepalive > 0:
+            return self._last_input + self._keepalive
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Authentication timeout, then whitespace keepalives (RFC 6120 §4.6.1)."""
+        if self._closed:
+            return
+        if self.state is not C2SState.BOUND:
+            if now >= self._auth_deadline:
+                self.close(StreamCondition.CONNECTION_TIMEOUT, "authentication took too long")
+            return
+        if self._keepalive > 0 and now >= self._last_input + self._keepalive:
+            self._send_raw(" ")
+            self._last_input = now
+
+    # -- stream handling -----------------------------------------------------------------------
+    def _on_input(self, now: float) -> None:
+        self._last_input = now
+
+    def _header_attrs(self) -> dict[str, str]:
+        attrs = {"id": self.stream_id or self._new_stream_id(), "version": "1.0",
+                 f"{{{NS_XML}}}lang": "en"}
+        if self.domain:
+            attrs["from"] = self.domain
+        if self._peer_from:
+            attrs["to"] = self._peer_from
+        return attrs
+
+    def _new_stream_id(self) -> str:
+        self.stream_id = self._new_id()
+        return self.stream_id
+
+    def _on_header(self, header: StreamHeader) -> None:
+        if self.state is not C2SState.WAIT_HEADER:
+            raise StreamError(StreamCondition.NOT_WELL_FORMED, "unexpected stream header")
+        self._new_stream_id()
+        self._check_header(header)
+        self._send_header()
+        self._events.append(ev.StreamOpened(
+            to=self.domain, from_=self._peer_from, version=header.attrs.get("version", ""),
+            lang=header.attrs.get(f"{{{NS_XML}}}lang"),
+        ))
+        self._send_features()
+
+    def _check_header(self, header: StreamHeader) -> None:
+        """RFC 6120 §4.7 and §4.9.3: namespaces, addressing and version of the header."""
+        to = header.attrs.get("to", "")
+        if self.domain and to and to != self.domain:
+            raise StreamError(StreamCondition.HOST_UNKNOWN)  # a restart must keep the domain
+        if not self.domain:
+            try:
+                domain = JID.parse(to).domain if to else ""
+            except InvalidJID:
+                domain = ""
+            if domain and self._is_hosted(domain):
+                self.domain = domain
+        if header.name != "stream" or header.ns != NS_STREAMS:
+            raise StreamError(StreamCondition.INVALID_NAMESPACE, "the root must be <stream> in the streams namespace")
+        if header.namespaces.get("") == NS_STREAMS or "stream" not in header.namespaces:
+            raise StreamError(StreamCondition.BAD_NAMESPACE_PREFIX)
+        if header.namespaces.get("") != NS_CLIENT:
+            raise StreamError(StreamCondition.INVALID_NAMESPACE, "the content namespace must be jabber:client")
+        if not self.domain:
+            raise StreamError(StreamCondition.HOST_UNKNOWN)
+        sender = header.attrs.get("from")
+        if sender:
+            try:
+                self._peer_from = str(JID.parse(sender))
+            except InvalidJID:
+                raise StreamError(StreamCondition.INVALID_FROM) from None
+        self._check_version(header.attrs.get("version", ""))
+
+    @staticmethod
+    def _check_version(version: str) -> None:
+        # RFC 6120 §4.7.5: we speak 1.x; a missing version means a pre-RFC stream we don't support.
+        major, _, minor = version.partition(".")
+        if not (major.isdigit() and minor.isdigit()) or int(major) != 1:
+            raise StreamError(StreamCondition.UNSUPPORTED_VERSION, "this server speaks XMPP 1.0")
+
+    def _send_features(self) -> None:
+        features = Element("features", NS_STREAMS)
+        if self.username is not None:
+            features.add("bind", NS_BIND)
+            features.add("session", NS_SESSION).add("optional")
+            for extra in self._extra_features() if self._extra_features else ():
+                features.append(extra)
+            self._send(features)
+            self._to(C2SState.WAIT_BIND)
+            return
+        if self._tls_available and not self._tls_active:
+            starttls = features.add("starttls", NS_TLS)
+            if self._tls_required:
+                starttls.add("required")
+        if self._tls_active or not self._tls_required:
+            self._sasl = self._new_sasl()
+            for child in self._sasl.features():
+                features.append(child)
+        self._send(features)
+        self._to(C2SState.NEGOTIATING)
+
+    def _new_sasl(self) -> SaslNegotiator:
+        offered = [
+            m for m in self._mechanisms
+            if (not m.endswith("-PLUS") or self._bindings) and (m != "PLAIN" or self._tls_active)
+        ]
+        return SaslNegotiator(
+            domain=self.domain, offered=offered, channel_bindings=self._bindings,
+            nonce_factory=self._new_id, normalize_username=_normalize_localpart,
+            unknown_user_key=self._scram_secret, unknown_user_iterations=self._scram_iterations,
+        )
+
+    def _on_element(self, element: Element) -> None:
+        if self._is_stream_error(element):
+            self._peer_stream_error(element)
+            return
+        state = self.state
+        if state is C2SState.BOUND:
+            self._on_bound_element(element)
+        elif state is C2SState.NEGOTIATING:
+            self._on_negotiation_element(element)
+        elif state is C2SState.WAIT_BIND:
+            self._on_bind_element(element)
+        elif state is C2SState.AUTH_PENDING and element.ns == NS_SASL and element.name == "abort":
+            # The abort takes effect when the credentials arrive: answering then, and only
+            # then, keeps one lookup per stream, so a late answer can never complete
+            # another exchange the client started in the meantime.
+            self._abort_requested = True
+        else:
+            # TLS_PENDING, AUTH_PENDING and BIND_PENDING expect nothing from the peer.
+            raise StreamError(StreamCondition.POLICY_VIOLATION, f"unexpected <{element.name}/> in {state.value}")
+
+    def _on_negotiation_element(self, element: Element) -> None:
+        if element.ns == NS_TLS and element.name == "starttls":
+            if not self._tls_available or self._tls_active:
+                # RFC 6120 §5.4.2.2: <failure/>, then close the stream.
+                self._send(Element("failure", NS_TLS))
+                self.close()
+                return
+            self._send(Element("proceed", NS_TLS))
+            self._to(C2SState.TLS_PENDING)
+            self._events.append(ev.TlsRequested())
+            return
+        if element.ns == NS_SASL:
+            if self._sasl is None:
+                # RFC 6120 §5.3.1: TLS is mandatory-to-negotiate and has not been negotiated.
+                self._send(Element("failure", NS_SASL, children=[Element("encryption-required", NS_SASL)]))
+                return
+            self._sasl_step(self._sasl.handle(element))
+            return
+        if element.ns == NS_CLIENT and element.name in _STANZAS:
+            # RFC 6120 §4.9.3.12: stanzas before authentication.
+            raise StreamError(StreamCondition.NOT_AUTHORIZED)
+        raise StreamError(StreamCondition.UNSUPPORTED_STANZA_TYPE, f"<{element.name}/> is not expected here")
+
+    def _sasl_step(self, step: SaslStep) -> None:
+        assert self._sasl is not None
+        mechanism = self._sasl.mechanism
+        if isinstance(step, NeedCredentials):
+            self._to(C2SState.AUTH_PENDING)
+            self._events.append(ev.CredentialsNeeded(
+                username=step.username, hash_name=step.hash_name, mechanism=mechanism))
+        elif isinstance(step, Reply):
+            self._to(C2SState.NEGOTIATING)
+            self._send(step.element)
+        elif isinstance(step, Success):
+            self._send(step.element)
+            self.username = step.username
+            self._events.append(ev.AuthSucceeded(username=step.username, mechanism=mechanism))
+            self._restart()
+            self._to(C2SState.WAIT_HEADER)
+        elif isinstance(step, Failure):
+            self._to(C2SState.NEGOTIATING)
+            self._send(step.element)
+            self._events.append(ev.AuthFailed(
+                username=step.username, condition=step.condition, mechanism=mechanism))
+            self._failures += 1
+            if self._failures >= self._max_failures:
+                # RFC 6120 §6.4.5: a configurable number of retries (2 to 5), then the stream ends.
+                self.close(StreamCondition.POLICY_VIOLATION, "too many failed authentication attempts")
+
+    def _on_bind_element(self, element: Element) -> None:
+        iq_id = element.get("id") or ""
+        if not (element.ns == NS_CLIENT and element.name in _STANZAS):
+            raise StreamError(StreamCondition.UNSUPPORTED_STANZA_TYPE, f"<{element.name}/> is not expected here")
+        bind = element.find("bind", NS_BIND) if element.name == "iq" else None
+        if bind is None or element.get("type") != "set":
+            # RFC 6120 §7.1: nothing but binding before a resource is bound.
+            if element.name == "iq" and element.get("type") in ("get", "set"):
+                self._reply_error(iq_id, StanzaError(Condition.NOT_AUTHORIZED, "bind a resource first"))
+            return
+        resource = (bind.findtext("resource") or "").strip()
+        if resource:
+            try:
+                resource = JID.make("x", "localhost", resource).resource
+            except InvalidJID:
+                # RFC 6120 §7.7.2.1: a resourcepart that fails its profile.
+                self._reply_error(iq_id, StanzaError(Condition.BAD_REQUEST, "invalid resource"))
+                return
+        self._bind_iq_id = iq_id
+        self._to(C2SState.BIND_PENDING)
+        self._events.append(ev.BindRequested(resource=resource or None))
+
+    def _on_bound_element(self, element: Element) -> None:
+        if element.ns != NS_CLIENT or element.name not in _STANZAS:
+            if element.name in _STANZAS:
+                raise StreamError(StreamCondition.INVALID_NAMESPACE, "stanzas must be in jabber:client")
+            raise StreamError(StreamCondition.UNSUPPORTED_STANZA_TYPE, f"<{element.name}/> is not supported")
+        if element.name == "iq" and element.get("type") == "set" and element.get("to") in (None, "", self.domain):
+            if element.find("session", NS_SESSION) is not None:
+                # RFC 3921 §3 (kept optional by RFC 6121 Appendix E): just say yes.
+                self._send(Element("iq", NS_CLIENT, {"type": "result", "id": element.get("id") or ""}))
+                return
+            if element.find("bind", NS_BIND) is not None:
+                self._reply_error(element.get("id") or "", StanzaError(Condition.NOT_ALLOWED, "already bound"))
+                return
+        self._events.append(ev.StanzaReceived(stanza=element))
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _reply_error(self, iq_id: str, error: StanzaError) -> None:
+        reply = Element("iq", NS_CLIENT, {"type": "error", "id": iq_id})
+        reply.append(error.to_element(NS_CLIENT))
+        self._send(reply)
+
+    def _expect(self, state: C2SState) -> None:
+        if self.state is not state:
+            raise ProtocolUsageError(f"expected state {state.value}, in {self.state.value}")
+
+    def _to(self, state: C2SState) -> None:
+        if state is not self.state and state not in TRANSITIONS[self.state]:
+            raise ProtocolUsageError(f"no transition {self.state.value} -> {state.value}")
+        self.state = state
+
+    def _finish(self, err: StreamError | None, *, by_peer: bool) -> None:
+        super()._finish(err, by_peer=by_peer)
+        self.state = C2SState.CLOSED

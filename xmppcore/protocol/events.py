@@ -1,0 +1,144 @@
+"""Events the sans-I/O stream cores hand to the runtime (RFC 6120 stream negotiation).
+
+Every event is a frozen value; anything that needs the outside world (TLS, credentials, the
+session registry) is an event answered by a method call on the core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..stanza.errors import Condition, SaslCondition, StreamCondition
+from ..xml.element import Element
+
+__all__ = [
+    "Event", "StreamOpened", "TlsRequested", "CredentialsNeeded", "AuthSucceeded", "AuthFailed",
+    "BindRequested", "StanzaReceived", "StreamClosed", "FeaturesReceived", "TlsProceed",
+    "Authenticated", "Bound", "BindFailed", "NegotiationFailed",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamOpened:
+    """The peer opened (or restarted) its stream; ``to`` is the domain it asked for."""
+
+    to: str
+    from_: str | None = None
+    version: str = "1.0"
+    lang: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsRequested:
+    """We sent ``<proceed/>``: flush, start TLS, then call ``tls_established``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CredentialsNeeded:
+    """SASL needs the stored SCRAM credentials of ``username`` for ``hash_name``.
+
+    Answer with ``provide_credentials(creds_or_None)`` or ``credentials_unavailable()``.
+    The runtime may delay the answer to slow down password guessing.
+    """
+
+    username: str
+    hash_name: str
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthSucceeded:
+    """SASL succeeded for ``username`` (a localpart of the stream's domain)."""
+
+    username: str
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthFailed:
+    """A SASL attempt failed; ``username`` is None when the client never named one."""
+
+    username: str | None
+    condition: SaslCondition
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BindRequested:
+    """The client asks for a resource (None: let the server choose). RFC 6120 §7.
+
+    Answer with ``bind_succeeded(full_jid)`` or ``bind_failed(condition)``.
+    """
+
+    resource: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StanzaReceived:
+    """A message, presence or iq from a bound session (``from`` not yet stamped)."""
+
+    stanza: Element
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamClosed:
+    """The stream is over: flush what is left to send, then close the transport.
+
+    ``condition`` is the stream error sent or received, if any; ``by_peer`` tells who ended it.
+    """
+
+    condition: StreamCondition | None = None
+    by_peer: bool = False
+    text: str | None = None
+
+
+# -- client-side events (the client core in protocol/client.py) ---------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeaturesReceived:
+    """The server advertised stream features."""
+
+    features: Element
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsProceed:
+    """The server said ``<proceed/>``: start TLS, then call ``tls_established``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Authenticated:
+    """The client authenticated with ``mechanism``."""
+
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bound:
+    """The client is bound to ``jid`` (a full JID string) and may send stanzas."""
+
+    jid: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BindFailed:
+    """The server refused our bind request (RFC 6120 §7.6.2); ``bind()`` again or ``close()``."""
+
+    condition: Condition
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NegotiationFailed:
+    """The client gave up on the stream for a reason of its own (no TLS, no usable mechanism...).
+
+    A ``StreamClosed`` follows.
+    """
+
+    reason: str
+
+
+Event = (
+    StreamOpened | TlsRequested | CredentialsNeeded | AuthSucceeded | AuthFailed | BindRequested
+    | StanzaReceived | StreamClosed | FeaturesReceived | TlsProceed | Authenticated | Bound
+    | BindFailed | NegotiationFailed
+)
