@@ -1,0 +1,192 @@
+"""The ``xmppcore`` command: run the server and manage its accounts.
+
+    xmppcore serve | adduser JID | passwd JID | deluser JID | users | check-config
+
+Every subcommand reads the TOML file given by ``--config`` (none: built-in defaults) and
+takes ``--data-dir`` and ``--domain`` to override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import Config, ConfigError, load_config, resolved_data_dir, with_overrides
+from .jid import JID, InvalidJID
+from .server.app import Server
+from .server.auth import AccountError
+from .server.modules import ModuleError, validate_modules
+from .storage.api import StorageError
+
+__all__ = ["main"]
+
+log = logging.getLogger("xmppcore")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="TOML configuration file (default: built-in defaults)")
+    common.add_argument("--data-dir", metavar="DIR", help="where the database, certificate and keys live "
+                        "(default: ./xmppcore-data, or the config's data_dir)")
+    common.add_argument("--domain", metavar="NAME", action="append",
+                        help="a domain to host (repeatable; replaces the config's domains; default localhost)")
+
+    top = argparse.ArgumentParser(prog="xmppcore", description="xmppcore: an XMPP server.")
+    top.add_argument("--version", action="version", version=f"xmppcore {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", parents=[common], help="run the server",
+                           description="Run the server until SIGINT or SIGTERM.")
+    serve.add_argument("--bind", metavar="ADDRESS", action="append",
+                       help="address to listen on (repeatable; default 127.0.0.1)")
+    serve.add_argument("--c2s-port", type=int, metavar="PORT",
+                       help="client STARTTLS port (default 5222; 0 = any free port; -1 = off)")
+    serve.add_argument("--direct-tls-port", type=int, metavar="PORT",
+                       help="client direct TLS port, XEP-0368 (default 5223; 0 = any free port; -1 = off)")
+    serve.add_argument("--storage", choices=("sqlite", "postgres", "memory"),
+                       help="storage driver (default sqlite)")
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                       help="log level (default: the config's log_level, info)")
+
+    for name, text in (("adduser", "create an account"), ("passwd", "change an account's password")):
+        cmd = sub.add_parser(name, parents=[common], help=text, description=f"{text.capitalize()}.")
+        cmd.add_argument("jid", help="the account, e.g. alice@localhost")
+        cmd.add_argument("--password-file", metavar="FILE",
+                         help="read the password from the first line of FILE ('-' = standard input) "
+                              "instead of prompting")
+    deluser = sub.add_parser("deluser", parents=[common], help="delete an account", description="Delete an account.")
+    deluser.add_argument("jid", help="the account, e.g. alice@localhost")
+    sub.add_parser("users", parents=[common], help="list the accounts of every hosted domain",
+                   description="List accounts, one JID per line.")
+    sub.add_parser("check-config", parents=[common], help="validate the configuration and exit",
+                   description="Load and validate the configuration (and module options); exit 0 when valid.")
+    return top
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    return with_overrides(
+        config,
+        domains=args.domain,
+        data_dir=args.data_dir,
+        bind=getattr(args, "bind", None),
+        c2s_port=getattr(args, "c2s_port", None),
+        direct_tls_port=getattr(args, "direct_tls_port", None),
+        storage_driver=getattr(args, "storage", None),
+    )
+
+
+def _account(config: Config, text: str) -> tuple[str, str]:
+    try:
+        jid = JID.parse(text)
+    except InvalidJID as exc:
+        raise AccountError(f"{text!r} is not a valid JID: {exc}") from None
+    if not jid.local or jid.resource:
+        raise AccountError(f"{text!r} must be a bare JID like alice@{config.domains[0]}")
+    if jid.domain not in config.domains:
+        raise AccountError(
+            f"{jid.domain} is not hosted here (domains: {', '.join(config.domains)}); "
+            "add it to the config's domains or pass --domain")
+    return jid.local, jid.domain
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_file:
+        if args.password_file == "-":
+            text = sys.stdin.readline()
+        else:
+            text = Path(args.password_file).read_text(encoding="utf-8")
+        return text.splitlines()[0] if text.strip("\r\n") else ""
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise AccountError("the passwords differ")
+    return first
+
+
+async def _accounts_command(args: argparse.Namespace, config: Config) -> int:
+    server = Server(config)
+    await server.open()
+    try:
+        accounts = server.accounts
+        if args.command == "users":
+            for domain in config.domains:
+                for user in await accounts.users(domain):
+                    print(f"{user}@{domain}")
+            return 0
+        user, domain = _account(config, args.jid)
+        if args.command == "deluser":
+            await accounts.delete(domain, user)
+            print(f"deleted {user}@{domain}")
+        elif args.command == "adduser":
+            user = await accounts.create(domain, user, _read_password(args))
+            print(f"created {user}@{domain}")
+        else:
+            await accounts.set_password(domain, user, _read_password(args))
+            print(f"changed the password of {user}@{domain}")
+        return 0
+    finally:
+        await server.storage.close()
+
+
+async def _serve(config: Config) -> int:
+    server = Server(config)
+    await server.start()
+    for address, port in server.c2s_addresses:
+        print(f"xmppcore: c2s (STARTTLS) on {address}:{port}", flush=True)
+    for address, port in server.direct_tls_addresses:
+        print(f"xmppcore: c2s (direct TLS) on {address}:{port}", flush=True)
+    print(f"xmppcore: serving {', '.join(config.domains)}; data in {resolved_data_dir(config)}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+    return 0
+
+
+def _run(coro: object) -> int:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+
+        return uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = _config(args)
+        level = getattr(args, "log_level", None) or config.log_level
+        if args.command != "serve" and not getattr(args, "log_level", None):
+            level = "warning"  # account commands print their own one-line outcome
+        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("aiosqlite").setLevel(logging.WARNING)  # one line per SQL statement otherwise
+        if args.command == "check-config":
+            validate_modules(config.modules.enabled, config.modules.options, source=config.source)
+            print(f"{config.source}: OK ({', '.join(config.domains)})")
+            return 0
+        if args.command == "serve":
+            return _run(_serve(config))
+        return _run(_accounts_command(args, config))
+    except (ConfigError, ModuleError, AccountError) as exc:
+        print(f"xmppcore: {exc}", file=sys.stderr)
+        return 2
+    except (StorageError, OSError) as exc:
+        print(f"xmppcore: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Feature modules: one XEP/RFC area per file (see ``xmppcore.server.module_api``)."""

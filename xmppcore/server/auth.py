@@ -1,0 +1,112 @@
+"""Accounts and their credentials, stored only as SCRAM salted keys (RFC 5802 §3, RFC 7677).
+
+One keyval document per account in the ``accounts`` store of its host:
+``{"scram": {"sha-1": {...}, "sha-256": {...}}, "created": <unix time>}``.  The plaintext
+password is used once, to derive the keys, and never stored or logged.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+
+from ..jid import JID, InvalidJID
+from ..protocol.sasl import SCRAM_HASHES, ScramCredentials, derive_scram_credentials, prepare_password
+from ..storage.api import KeyValueStore, StorageDriver
+
+__all__ = ["AccountError", "AccountManager", "normalize_username"]
+
+ACCOUNTS_STORE = "accounts"
+
+
+class AccountError(Exception):
+    """A request about an account cannot be carried out (message says why)."""
+
+
+def normalize_username(username: str) -> str:
+    """The localpart in its canonical form (RFC 7622 §3.3); AccountError if invalid."""
+    try:
+        jid = JID.make(username, "localhost")
+    except InvalidJID as exc:
+        raise AccountError(f"invalid username {username!r}: {exc}") from None
+    if not jid.local:  # JID.make accepts an empty localpart (a domain JID); an account needs one
+        raise AccountError(f"invalid username {username!r}: empty")
+    return jid.local
+
+
+class AccountManager:
+    """Create, check, change and delete accounts on every host of the server."""
+
+    def __init__(self, storage: StorageDriver, *, iterations: int = 10000) -> None:
+        self._storage = storage
+        self._iterations = iterations
+        self._stores: dict[str, KeyValueStore] = {}
+
+    def _store(self, host: str) -> KeyValueStore:
+        store = self._stores.get(host)
+        if store is None:
+            store = self._stores[host] = self._storage.keyval(host, ACCOUNTS_STORE)
+        return store
+
+    def _derive(self, password: str) -> dict[str, object]:
+        try:
+            prepare_password(password)
+        except ValueError as exc:
+            raise AccountError(f"unacceptable password: {exc}") from None
+        if not password:
+            raise AccountError("the password must not be empty")
+        return {
+            name: derive_scram_credentials(
+                password, name, salt=secrets.token_bytes(16), iterations=self._iterations,
+            ).to_json()
+            for name in SCRAM_HASHES
+        }
+
+    async def create(self, host: str, username: str, password: str) -> str:
+        """Create an account; AccountError if it exists. Returns the normalised username."""
+        user = normalize_username(username)
+        store = self._store(host)
+        if await store.get(user) is not None:
+            raise AccountError(f"{user}@{host} already exists")
+        await store.set(user, {"scram": self._derive(password), "created": time.time()})
+        return user
+
+    async def set_password(self, host: str, username: str, password: str) -> None:
+        user = normalize_username(username)
+        store = self._store(host)
+        doc = await store.get(user)
+        if not isinstance(doc, dict):
+            raise AccountError(f"{user}@{host} does not exist")
+        await store.set(user, {**doc, "scram": self._derive(password)})
+
+    async def delete(self, host: str, username: str) -> None:
+        user = normalize_username(username)
+        store = self._store(host)
+        if await store.get(user) is None:
+            raise AccountError(f"{user}@{host} does not exist")
+        await store.set(user, None)
+
+    async def exists(self, host: str, username: str) -> bool:
+        try:
+            user = normalize_username(username)
+        except AccountError:
+            return False
+        return await self._store(host).get(user) is not None
+
+    async def users(self, host: str) -> list[str]:
+        return await self._store(host).users()
+
+    async def credentials(self, host: str, username: str, hash_name: str) -> ScramCredentials | None:
+        """The stored keys for ``hash_name``, or None for an unknown account."""
+        try:
+            user = normalize_username(username)
+        except AccountError:
+            return None
+        doc = await self._store(host).get(user)
+        if not isinstance(doc, dict):
+            return None
+        scram = doc.get("scram")
+        if not isinstance(scram, Mapping) or not isinstance(scram.get(hash_name), Mapping):
+            return None
+        return ScramCredentials.from_json(scram[hash_name])

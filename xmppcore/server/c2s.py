@@ -1,0 +1,225 @@
+"""The runtime side of a client connection: answers the c2s core's events (RFC 6120 §5–§7).
+
+STARTTLS upgrades the transport; credentials come from the account store after the
+throttle's delay; binding goes through the session registry; stanzas are routed one at a
+time, in order, with backpressure on the socket when the router falls behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from ..protocol import events as ev
+from ..protocol.c2s import C2SServer, C2SState
+from ..stanza.errors import StanzaError, StreamCondition
+from ..storage.api import StorageError
+from ..transport.tcp import StreamTransport
+from ..transport.tls import tls_exporter
+from ..xml.element import Element
+from . import hooks
+from .sessions import Session
+
+if TYPE_CHECKING:
+    from .app import Server
+
+__all__ = ["ClientConnection"]
+
+log = logging.getLogger(__name__)
+
+_QUEUE_HIGH = 256   # inbound stanzas waiting for the router before we stop reading
+_QUEUE_LOW = 32
+
+
+class _SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Puts the session id on every line (STYLE rule 10)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['session'] if self.extra else '-'}] {msg}", kwargs
+
+
+class ClientConnection(Session):
+    """One client's connection and, once bound, its session."""
+
+    def __init__(self, server: Server, transport: StreamTransport, *, direct_tls: bool) -> None:
+        super().__init__(secrets.token_hex(4))
+        self._server = server
+        self._transport = transport
+        self._log = _SessionLog(log, {"session": self.session_id})
+        cfg = server.config.c2s
+        bindings = self._channel_bindings() if direct_tls else {}
+        self.core = C2SServer(
+            domains=server.is_hosted,
+            id_factory=lambda: secrets.token_urlsafe(12),
+            now=asyncio.get_running_loop().time(),
+            tls_available=server.tls_context is not None,
+            tls_required=cfg.tls_required,
+            tls_active=direct_tls,
+            channel_bindings=bindings,
+            mechanisms=cfg.sasl_mechanisms,
+            max_stanza_size=cfg.max_stanza_size,
+            auth_timeout=cfg.auth_timeout,
+            max_auth_failures=cfg.max_auth_failures,
+            keepalive_interval=cfg.keepalive_interval,
+            scram_secret=server.secret,
+            scram_iterations=server.config.auth.scram_iterations,
+        )
+        self._queue: asyncio.Queue[Element | None] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._authenticated = False
+        self._reading_paused = False
+        self._ended = False
+        self.peer = transport.peer_address
+        self.counted_unauthenticated = False  # set by Server.admit_unauthenticated
+        if not server.admit_unauthenticated(self):
+            self.core.close(StreamCondition.POLICY_VIOLATION, "too many unauthenticated connections from your address")
+        self._log.debug("connection from %s%s", self.peer, " (direct TLS)" if direct_tls else "")
+
+    # -- events from the core ------------------------------------------------------------------
+    def handle_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.StanzaReceived):
+            self._enqueue(event.stanza)
+        elif isinstance(event, ev.TlsRequested):
+            self._transport.pause_reading()
+            self._spawn(self._start_tls())
+        elif isinstance(event, ev.CredentialsNeeded):
+            self._spawn(self._credentials(event))
+        elif isinstance(event, ev.AuthSucceeded):
+            self._on_authenticated(event)
+        elif isinstance(event, ev.AuthFailed):
+            self._log.info("authentication failed (%s, %s) from %s",
+                           event.condition.value, event.mechanism or "-", self.peer)
+            self._server.throttle.record_failure(
+                self._server.now(), f"ip:{self.peer}", f"user:{event.username}@{self.core.domain}")
+        elif isinstance(event, ev.BindRequested):
+            self._bind(event.resource)
+        elif isinstance(event, ev.StreamClosed):
+            self._on_closed(event)
+
+    def transport_closed(self) -> None:
+        self._on_closed(None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_tls(self) -> None:
+        context = self._server.tls_context
+        assert context is not None
+        try:
+            await self._transport.start_tls(context)
+        except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
+            self._log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            self._transport.abort()
+            return
+        if self.core.state is not C2SState.TLS_PENDING:
+            return
+        self.core.tls_established(channel_bindings=self._channel_bindings())
+        self._transport.resume_reading()
+        self._transport.pump()
+
+    def _channel_bindings(self) -> dict[str, bytes]:
+        obj = self._transport.ssl_object
+        data = tls_exporter(obj) if obj is not None else None
+        return {"tls-exporter": data} if data else {}
+
+    async def _credentials(self, event: ev.CredentialsNeeded) -> None:
+        server = self._server
+        keys = (f"ip:{self.peer}", f"user:{event.username}@{self.core.domain}")
+        delay = server.throttle.delay(server.now(), *keys)
+        if delay > 0:
+            # Slow down repeated guessing from this address or against this account.
+            await asyncio.sleep(delay)
+        try:
+            creds = await server.accounts.credentials(self.core.domain, event.username, event.hash_name)
+        except (StorageError, ValueError):
+            self._log.exception("cannot read credentials")
+            if self.core.state is C2SState.AUTH_PENDING:
+                self.core.credentials_unavailable()
+                self._transport.pump()
+            return
+        if self.core.state is C2SState.AUTH_PENDING:
+            self.core.provide_credentials(creds)
+            self._transport.pump()
+
+    def _on_authenticated(self, event: ev.AuthSucceeded) -> None:
+        self._authenticated = True
+        self._server.release_unauthenticated(self)
+        self._server.throttle.record_success(f"user:{event.username}@{self.core.domain}")
+        self._log.info("%s@%s authenticated with %s from %s",
+                       event.username, self.core.domain, event.mechanism, self.peer)
+
+    def _bind(self, resource: str | None) -> None:
+        username = self.core.username
+        assert username is not None
+        try:
+            jid = self._server.sessions.bind(self, username, self.core.domain, resource)
+        except StanzaError as err:
+            self.core.bind_failed(err.condition, err.text)
+            return
+        self.core.bind_succeeded(jid)
+        self._log.info("bound %s", jid)
+        host = self._server.hosts[jid.domain]
+        self._spawn(host.bus.fire(hooks.SESSION_BOUND, hooks.SessionEvent(self)))
+
+    # -- inbound stanzas -------------------------------------------------------------------------
+    def _enqueue(self, stanza: Element) -> None:
+        self._queue.put_nowait(stanza)
+        if self._worker is None:
+            self._worker = asyncio.ensure_future(self._route_inbound())
+        if self._queue.qsize() >= _QUEUE_HIGH and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    async def _route_inbound(self) -> None:
+        router = self._server.router
+        while True:
+            stanza = await self._queue.get()
+            if stanza is None:
+                return  # the stream ended; everything it sent before has been routed
+            try:
+                await router.route_from_client(self, stanza)
+            except Exception:
+                self._log.exception("routing <%s/> failed", stanza.name)
+            if self._reading_paused and self._queue.qsize() <= _QUEUE_LOW:
+                self._reading_paused = False
+                self._transport.resume_reading()
+
+    # -- Session -----------------------------------------------------------------------------------
+    def deliver(self, stanza: Element) -> None:
+        if self.core.state is C2SState.BOUND:
+            self.core.send_stanza(stanza)
+            self._transport.pump()
+
+    def close(self, condition: StreamCondition | None = None, text: str | None = None) -> None:
+        self.core.close(condition, text)
+        self._transport.pump()
+
+    # -- the end -----------------------------------------------------------------------------------
+    def _on_closed(self, event: ev.StreamClosed | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if event is not None and event.condition is not None:
+            self._log.info("stream closed with %s%s", event.condition.value,
+                           " by peer" if event.by_peer else "")
+        if not self._authenticated:
+            self._server.release_unauthenticated(self)
+        if self._worker is not None:
+            self._queue.put_nowait(None)  # route what is queued, then stop
+        for task in list(self._tasks):
+            task.cancel()
+        self._server.connection_ended(self)
+        jid = self.jid
+        if jid is not None:
+            # Also for a session replaced by a resource conflict, which is no longer in the
+            # registry: others must still hear that it went away (RFC 6121 §4.5.2).
+            self._server.sessions.unbind(self)
+            host = self._server.hosts[jid.domain]
+            self._server.spawn(host.bus.fire(hooks.SESSION_CLOSED, hooks.SessionEvent(self)))
+

@@ -1,0 +1,122 @@
+"""Typed hooks with priorities: the event bus modules plug into (DESIGN: modules).
+
+A hook is a typed object (``MESSAGE_BARE: Hook[StanzaEvent]``), never a string.  Handlers run
+from the highest priority down; one that returns ``Handled.STOP`` ends the chain.  Adding a
+handler returns the function that removes it, which is how modules undo their registrations.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from ..jid import JID
+from ..xml.element import Element
+
+if TYPE_CHECKING:
+    from .sessions import Session
+
+__all__ = [
+    "Handled", "Hook", "EventBus", "StanzaEvent", "SessionEvent",
+    "MESSAGE_BARE", "MESSAGE_FULL", "MESSAGE_HOST", "PRESENCE_BARE", "PRESENCE_FULL",
+    "PRESENCE_HOST", "PRESENCE_BROADCAST", "SESSION_BOUND", "SESSION_CLOSED", "FILTER_FROM_CLIENT",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Handled(enum.Enum):
+    """Returned by a handler that has dealt with the event for good."""
+
+    STOP = "stop"
+
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True, slots=True)
+class Hook(Generic[E]):
+    """A named, typed extension point."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class StanzaEvent:
+    """A stanza on its way to ``to`` from ``sender`` (already stamped and validated)."""
+
+    stanza: Element
+    sender: JID
+    to: JID
+    origin: Session | None = None   # the local session it came from, if any
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """A client session was bound or has ended."""
+
+    session: Session
+
+
+Handler = Callable[[E], Awaitable["Handled | None"]]
+
+# Inbound routing, most specific first (RFC 6121 §8.5): the router fires exactly one of these.
+MESSAGE_FULL: Hook[StanzaEvent] = Hook("message/full")
+MESSAGE_BARE: Hook[StanzaEvent] = Hook("message/bare")
+MESSAGE_HOST: Hook[StanzaEvent] = Hook("message/host")
+PRESENCE_FULL: Hook[StanzaEvent] = Hook("presence/full")
+PRESENCE_BARE: Hook[StanzaEvent] = Hook("presence/bare")
+PRESENCE_HOST: Hook[StanzaEvent] = Hook("presence/host")
+# Presence a client sends without 'to' (RFC 6121 §4.2, §4.5): broadcast by the presence module.
+PRESENCE_BROADCAST: Hook[StanzaEvent] = Hook("presence/broadcast")
+# Every stanza a local client sends, after 'from' is stamped and before routing.
+FILTER_FROM_CLIENT: Hook[StanzaEvent] = Hook("filter/from-client")
+SESSION_BOUND: Hook[SessionEvent] = Hook("session/bound")
+SESSION_CLOSED: Hook[SessionEvent] = Hook("session/closed")
+
+
+@dataclass(order=True)
+class _Entry:
+    sort_key: tuple[int, int]
+    handler: Callable[[object], Awaitable[Handled | None]] = field(compare=False)
+
+
+class EventBus:
+    """Handlers per hook, ordered by priority (higher first), then registration order."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[_Entry]] = {}
+        self._order = itertools.count()
+
+    def add(self, hook: Hook[E], handler: Handler[E], priority: int = 0) -> Callable[[], None]:
+        """Register ``handler`` on ``hook``; returns the function that removes it."""
+        entry = _Entry((-priority, next(self._order)), handler)  # type: ignore[arg-type]
+        entries = self._handlers.setdefault(hook.name, [])
+        bisect.insort(entries, entry)
+
+        def remove() -> None:
+            if entry in entries:
+                entries.remove(entry)
+
+        return remove
+
+    def has_handlers(self, hook: Hook[E]) -> bool:
+        return bool(self._handlers.get(hook.name))
+
+    async def fire(self, hook: Hook[E], event: E) -> bool:
+        """Run the handlers; True when one of them returned ``Handled.STOP``."""
+        for entry in tuple(self._handlers.get(hook.name, ())):
+            try:
+                outcome = await entry.handler(event)
+            except Exception:
+                # One broken module must not take the stanza path down with it.
+                log.exception("handler for %s failed", hook.name)
+                continue
+            if outcome is Handled.STOP:
+                return True
+        return False

@@ -1,0 +1,176 @@
+"""RFC 6120 §8.1 and §10, RFC 6121 §8: where each stanza goes.
+
+From a client: validate and stamp ``from`` (§8.1.2.1), parse ``to`` (``jid-malformed``), run
+the filter hook, then route.  Routing classifies the destination — a domain we host, one of
+its accounts' bare JIDs, or a full JID — fires the matching hook and falls back to the
+defaults of RFC 6121 §8.5 when no module stops the event.  Errors are never answered with
+errors (§8.3.1), and IQ results and errors are never answered at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ..jid import JID, InvalidJID
+from ..stanza.errors import Condition, StanzaError, StreamCondition
+from ..stanza.model import MessageType, PresenceType, error_reply
+from ..xml.element import Element
+from . import hooks
+from .host import Host
+from .iq import IqScope
+from .sessions import Session, SessionRegistry
+
+if TYPE_CHECKING:
+    from .auth import AccountManager
+
+__all__ = ["Router"]
+
+log = logging.getLogger(__name__)
+
+_SUBSCRIPTION_TYPES = frozenset({
+    PresenceType.SUBSCRIBE, PresenceType.SUBSCRIBED, PresenceType.UNSUBSCRIBE, PresenceType.UNSUBSCRIBED,
+})
+
+
+class Router:
+    """Routes stanzas between local sessions, hosts and (later) remote domains."""
+
+    def __init__(self, hosts: Mapping[str, Host], sessions: SessionRegistry, accounts: AccountManager) -> None:
+        self._hosts = hosts
+        self._sessions = sessions
+        self._accounts = accounts
+
+    # -- from a local client ---------------------------------------------------------------
+    async def route_from_client(self, session: Session, stanza: Element) -> None:
+        """Handle a stanza a bound client sent."""
+        full = session.full_jid
+        claimed = stanza.get("from")
+        if claimed is not None and claimed != str(full) and not self._is_own_address(claimed, full):
+            # RFC 6120 §8.1.2.1 and §4.9.3.9: a client may only name its own JIDs.
+            session.close(StreamCondition.INVALID_FROM, "'from' does not match the bound JID")
+            return
+        stamped = Element(stanza.name, stanza.ns, {**stanza.attrs, "from": str(full)}, stanza.children)
+        target = stanza.get("to")
+        if target is None:
+            to = full.bare  # RFC 6120 §8.1.1.1: no 'to' means the account itself.
+        else:
+            try:
+                to = JID.parse(target)
+            except InvalidJID:
+                self._reply_error(session, stamped, Condition.JID_MALFORMED)
+                return
+        host = self._hosts.get(full.domain)
+        if host is not None:
+            event = hooks.StanzaEvent(stamped, full, to, session)
+            if await host.bus.fire(hooks.FILTER_FROM_CLIENT, event):
+                return
+            if stanza.name == "presence" and target is None:
+                await host.bus.fire(hooks.PRESENCE_BROADCAST, event)
+                return
+        await self.route(stamped, full, to, origin=session)
+
+    @staticmethod
+    def _is_own_address(claimed: str, full: JID) -> bool:
+        try:
+            jid = JID.parse(claimed)
+        except InvalidJID:
+            return False
+        return jid == full or jid == full.bare
+
+    def _reply_error(self, session: Session, stanza: Element, condition: Condition) -> None:
+        if stanza.get("type") == "error":
+            return
+        reply = error_reply(stanza, StanzaError(condition))
+        reply.attrs.pop("from", None)  # the server answers; its origin is implicit
+        reply.attrs["to"] = str(session.full_jid)
+        session.deliver(reply)
+
+    # -- routing -----------------------------------------------------------------------------
+    async def route_stanza(self, stanza: Element) -> None:
+        """Route a stanza the server itself built (``from`` and ``to`` set and valid)."""
+        await self.route(stanza, JID.parse(stanza.attrs["from"]), JID.parse(stanza.attrs["to"]))
+
+    async def route(self, stanza: Element, sender: JID, to: JID, origin: Session | None = None) -> None:
+        """Deliver ``stanza`` from ``sender`` to ``to``."""
+        host = self._hosts.get(to.domain)
+        if host is None:
+            # Server-to-server arrives with issue 5; until then remote domains are unreachable.
+            await self.bounce(stanza, sender, to, Condition.REMOTE_SERVER_NOT_FOUND)
+            return
+        event = hooks.StanzaEvent(stanza, sender, to, origin)
+        if not to.local:
+            await self._to_host(host, event)
+        elif to.resource:
+            await self._to_full(host, event)
+        else:
+            await self._to_bare(host, event)
+
+    async def _to_host(self, host: Host, event: hooks.StanzaEvent) -> None:
+        name = event.stanza.name
+        if name == "iq":
+            await self._dispatch_iq(host, IqScope.HOST, event)
+        elif name == "message":
+            if not await host.bus.fire(hooks.MESSAGE_HOST, event):
+                if MessageType.of(event.stanza) not in (MessageType.ERROR, MessageType.HEADLINE):
+                    await self.bounce(event.stanza, event.sender, event.to, Condition.SERVICE_UNAVAILABLE)
+        else:
+            await host.bus.fire(hooks.PRESENCE_HOST, event)
+
+    async def _to_full(self, host: Host, event: hooks.StanzaEvent) -> None:
+        stanza, to = event.stanza, event.to
+        session = self._sessions.get(to)
+        if session is not None:
+            hook = hooks.MESSAGE_FULL if stanza.name == "message" else (
+                hooks.PRESENCE_FULL if stanza.name == "presence" else None)
+            if hook is None or not await host.bus.fire(hook, event):
+                session.deliver(stanza)
+            return
+        # RFC 6121 §8.5.3.2: no session with that resource.
+        if stanza.name == "message":
+            kind = MessageType.of(stanza)
+            if kind is MessageType.GROUPCHAT:
+                await self.bounce(stanza, event.sender, to, Condition.SERVICE_UNAVAILABLE)
+            elif kind is not MessageType.ERROR:
+                await self._to_bare(host, event)  # §8.5.3.2.1: treat as sent to the bare JID
+        elif stanza.name == "presence":
+            if PresenceType.of(stanza) in _SUBSCRIPTION_TYPES:
+                await self._to_bare(host, event)  # §8.5.3.2.3
+        elif stanza.get("type") in ("get", "set"):
+            await self.bounce(stanza, event.sender, to, Condition.SERVICE_UNAVAILABLE)  # §8.5.3.2.2
+
+    async def _to_bare(self, host: Host, event: hooks.StanzaEvent) -> None:
+        stanza, to = event.stanza, event.to
+        bare = to.bare
+        if not self._sessions.is_online(bare) and not await self._accounts.exists(host.domain, bare.local):
+            # RFC 6121 §8.5.1: no such account.
+            if stanza.name != "presence":
+                await self.bounce(stanza, event.sender, to, Condition.SERVICE_UNAVAILABLE)
+            return
+        if stanza.name == "iq":
+            if to.resource:  # §8.5.3.2.2 already handled; a full JID never reaches here for iq
+                return
+            await self._dispatch_iq(host, IqScope.ACCOUNT, event)
+        elif stanza.name == "message":
+            if not await host.bus.fire(hooks.MESSAGE_BARE, event):
+                kind = MessageType.of(stanza)
+                if kind not in (MessageType.ERROR, MessageType.HEADLINE):
+                    # §8.5.2.2: no module took it (no available resource, no offline storage).
+                    await self.bounce(stanza, event.sender, to, Condition.SERVICE_UNAVAILABLE)
+        else:
+            await host.bus.fire(hooks.PRESENCE_BARE, event)
+
+    async def _dispatch_iq(self, host: Host, scope: IqScope, event: hooks.StanzaEvent) -> None:
+        reply = await host.iq.dispatch(scope, event.stanza, event.sender, event.to)
+        if reply is not None:
+            await self.route(reply, event.to, event.sender)
+
+    async def bounce(self, stanza: Element, sender: JID, to: JID, condition: Condition, text: str | None = None) -> None:
+        """Answer ``stanza`` with an error from ``to`` (never an error to an error, §8.3.1)."""
+        if stanza.get("type") == "error" or (stanza.name == "iq" and stanza.get("type") == "result"):
+            return
+        reply = error_reply(stanza, StanzaError(condition, text))
+        reply.attrs["from"] = str(to)
+        reply.attrs["to"] = str(sender)
+        await self.route(reply, to, sender)

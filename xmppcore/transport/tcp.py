@@ -1,0 +1,188 @@
+"""The TCP pump (RFC 6120 §3, XEP-0368): bytes in, core, events out, bytes back, timers.
+
+Holds no protocol decisions (DESIGN: Transport).  ``StreamTransport`` is an
+``asyncio.Protocol`` that feeds a sans-I/O core, hands its events to a handler, writes what
+the core wants sent and re-arms the core's timer — the aioquic pattern.  STARTTLS upgrades
+the same connection in place with ``loop.start_tls``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+import typing
+from typing import Protocol
+
+from ..protocol import events as ev
+
+__all__ = ["StreamCore", "StreamHandler", "StreamTransport"]
+
+log = logging.getLogger(__name__)
+
+# Past this much unsent output the peer is not reading: drop it rather than buffer forever.
+MAX_WRITE_BUFFER = 8 * 1024 * 1024
+TLS_HANDSHAKE_TIMEOUT = 30.0
+
+
+class StreamCore(Protocol):
+    """What the pump needs from a protocol core (protocol/c2s.py and friends)."""
+
+    @property
+    def closed(self) -> bool: ...
+    def receive_data(self, data: bytes, *, now: float) -> None: ...
+    def connection_lost(self) -> None: ...
+    def pop_events(self) -> list[ev.Event]: ...
+    def data_to_send(self) -> bytes: ...
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+
+
+class StreamHandler(Protocol):
+    """The runtime side of one connection."""
+
+    @property
+    def core(self) -> StreamCore: ...
+    def handle_event(self, event: ev.Event) -> None: ...
+    def transport_closed(self) -> None: ...
+
+
+class StreamTransport(asyncio.Protocol):
+    """One TCP (or TLS) connection pumping a protocol core."""
+
+    def __init__(self, make_handler: Callable[[StreamTransport], StreamHandler]) -> None:
+        self._make_handler = make_handler
+        self._handler: StreamHandler | None = None
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._pumping = False
+        self._closing = False
+        self.peer_address = ""
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self._transport = typing.cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer_address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self._handler = self._make_handler(self)
+        self.pump()
+
+    def data_received(self, data: bytes) -> None:
+        handler = self._handler
+        if handler is None or self._closing:
+            return
+        handler.core.receive_data(data, now=self._loop.time())
+        self.pump()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        handler = self._handler
+        if handler is not None:
+            handler.core.connection_lost()
+            self.pump()
+            handler.transport_closed()
+
+    # -- the pump ----------------------------------------------------------------------------
+    def pump(self) -> None:
+        """Move events to the handler and bytes to the socket until the core is quiet."""
+        handler = self._handler
+        if handler is None or self._pumping:
+            return  # the outer pump picks up whatever a nested call produced
+        self._pumping = True
+        try:
+            core = handler.core
+            while True:
+                data = core.data_to_send()
+                if data and self._transport is not None and not self._transport.is_closing():
+                    self._transport.write(data)
+                events = core.pop_events()
+                if not events and not data:
+                    break
+                for event in events:
+                    handler.handle_event(event)
+            if core.closed:
+                self._close_transport()
+            else:
+                self._check_write_buffer()
+                self._arm_timer(core.get_timer())
+        finally:
+            self._pumping = False
+
+    def _check_write_buffer(self) -> None:
+        if self._transport is not None and self._transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.warning("peer %s is not reading; dropping the connection", self.peer_address)
+            self._transport.abort()
+
+    def _arm_timer(self, when: float | None) -> None:
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None and not self._closing:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self._handler is not None and not self._closing:
+            self._handler.core.handle_timer(self._loop.time())
+            self.pump()
+
+    def _close_transport(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()  # flushes what was written first
+
+    # -- services for the handler ----------------------------------------------------------------
+    def pause_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        if self._transport is None:
+            return None
+        obj = self._transport.get_extra_info("ssl_object")
+        return typing.cast(ssl.SSLObject, obj) if obj is not None else None
+
+    async def start_tls(self, context: ssl.SSLContext) -> ssl.SSLObject | None:
+        """Upgrade this connection to TLS as the server (RFC 6120 §5.4.3.3)."""
+        assert self._transport is not None
+        new = await self._loop.start_tls(
+            self._transport, self, context, server_side=True,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+        )
+        if new is None:
+            return None
+        self._transport = new
+        return self.ssl_object
+
+    def abort(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
