@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xmppcore.jid import JID
-from xmppcore.protocol.sasl import ScramClient, plain_client_message
+from xmppcore.protocol.sasl import ScramClient, parse_mechanism, plain_client_message
 from xmppcore.stanza.errors import SaslCondition, StreamCondition, StreamError
-from xmppcore.transport.tls import client_ssl_context
+from xmppcore.transport.tls import client_ssl_context, tls_exporter
 from xmppcore.xml.element import Element
 from xmppcore.xml.namespaces import NS_BIND, NS_CLIENT, NS_SASL, NS_STREAM_ERRORS, NS_STREAMS, NS_TLS
 from xmppcore.xml.parser import ParseEvent, StreamFooter, StreamHeader, StreamParser
@@ -117,10 +117,25 @@ class RawClient:
 
     # -- connection ----------------------------------------------------------------------------
     @classmethod
-    async def connect(cls, host: str, port: int, *, timeout: float = WAIT) -> RawClient:
+    async def connect(
+        cls, host: str, port: int, *, timeout: float = WAIT, direct_tls_cafile: Path | None = None,
+    ) -> RawClient:
+        """Open a TCP connection; with ``direct_tls_cafile``, TLS from the first byte (XEP-0368)."""
         loop = asyncio.get_running_loop()
-        _, protocol = await asyncio.wait_for(loop.create_connection(_Protocol, host, port), timeout)
+        if direct_tls_cafile is None:
+            connecting = loop.create_connection(_Protocol, host, port)
+        else:
+            context = client_ssl_context(cafile=direct_tls_cafile)
+            context.set_alpn_protocols(["xmpp-client"])
+            connecting = loop.create_connection(_Protocol, host, port, ssl=context, server_hostname="localhost")
+        _, protocol = await asyncio.wait_for(connecting, timeout)
         return cls(protocol, host)
+
+    def channel_binding(self) -> bytes | None:
+        """RFC 9266 ``tls-exporter`` data of this connection, computed on the client's side."""
+        transport = self._protocol.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        return tls_exporter(ssl_object) if ssl_object is not None else None
 
     @classmethod
     async def login(
@@ -232,6 +247,7 @@ class RawClient:
 
     async def authenticate(
         self, username: str, password: str, *, mechanism: str = "SCRAM-SHA-256", authzid: str | None = None,
+        channel_binding_data: bytes | None = None,
     ) -> Element:
         """One SASL exchange (RFC 6120 §6.4); returns ``<success/>`` or ``<failure/>``.
 
@@ -241,9 +257,19 @@ class RawClient:
             payload = plain_client_message(username, password, authzid or "")
             await self._send_auth(mechanism, payload)
             return await self._sasl_outcome()
-        assert mechanism == "SCRAM-SHA-256", f"unsupported here: {mechanism}"
-        scram = ScramClient("sha-256", username=username, password=password,
-                            client_nonce=secrets.token_hex(16), authzid=authzid)
+        parsed = parse_mechanism(mechanism)
+        assert parsed is not None, f"unsupported here: {mechanism}"
+        hash_name, plus = parsed
+        binding = None
+        if plus:
+            # The -PLUS variants bind to this TLS connection (RFC 5802 §6, RFC 9266); a test
+            # may pass other data to see the server refuse it.
+            data = channel_binding_data if channel_binding_data is not None else self.channel_binding()
+            assert data is not None, "no TLS channel binding on this connection"
+            binding = ("tls-exporter", data)
+        scram = ScramClient(hash_name, username=username, password=password,
+                            client_nonce=secrets.token_hex(16), authzid=authzid,
+                            channel_binding=binding, plus=plus, server_supports_plus=plus)
         await self._send_auth(mechanism, scram.client_first())
         challenge = await self.next_element()
         if challenge.name != "challenge":

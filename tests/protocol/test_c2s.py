@@ -229,7 +229,8 @@ def test_plain_is_not_offered_without_tls() -> None:
     raw = RawClient(make_server(tls_available=False, tls_required=False))
     offered = offered_mechanisms(raw.open())
     assert "PLAIN" not in offered and not any(m.endswith("-PLUS") for m in offered)
-    assert sasl_failure(raw.send(plain_auth("juliet", PASSWORD))) == "invalid-mechanism"
+    # RFC 6120 §6.5.4: a mechanism we would offer under TLS gets encryption-required.
+    assert sasl_failure(raw.send(plain_auth("juliet", PASSWORD))) == "encryption-required"
 
 
 @pytest.mark.parametrize("auth,condition", [

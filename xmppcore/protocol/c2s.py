@@ -285,8 +285,10 @@ class C2SServer(XmlStream):
             m for m in self._mechanisms
             if (not m.endswith("-PLUS") or self._bindings) and (m != "PLAIN" or self._tls_active)
         ]
+        withheld = [] if self._tls_active else [m for m in self._mechanisms if m not in offered]
         return SaslNegotiator(
-            domain=self.domain, offered=offered, channel_bindings=self._bindings,
+            domain=self.domain, offered=offered, withheld_without_tls=withheld,
+            channel_bindings=self._bindings,
             nonce_factory=self._new_id, normalize_username=_normalize_localpart,
             unknown_user_key=self._scram_secret, unknown_user_iterations=self._scram_iterations,
         )

@@ -87,6 +87,7 @@ class SaslNegotiator:
         *,
         domain: str,
         offered: Sequence[str],
+        withheld_without_tls: Sequence[str] = (),
         channel_bindings: Mapping[str, bytes],
         nonce_factory: Callable[[], str],
         normalize_username: Callable[[str], str | None],
@@ -95,6 +96,7 @@ class SaslNegotiator:
     ) -> None:
         self._domain = domain
         self._offered = tuple(offered)
+        self._withheld = frozenset(withheld_without_tls)
         self._bindings = dict(channel_bindings)
         self._nonce = nonce_factory
         self._normalize = normalize_username
@@ -173,6 +175,9 @@ class SaslNegotiator:
         name = auth.get("mechanism", "") or ""
         self._mechanism = name
         if name not in self._offered:
+            if name in self._withheld:
+                # RFC 6120 §6.5.4: usable only once the stream is protected by TLS.
+                raise SaslFailure(SaslCondition.ENCRYPTION_REQUIRED)
             raise SaslFailure(SaslCondition.INVALID_MECHANISM)
         initial = _unb64(auth.text)
         if name == PLAIN:
