@@ -156,7 +156,7 @@ def _header(**attrs: str | None) -> str:
 
 @pytest.mark.parametrize("header,condition", [
     (_header(to="elsewhere.example"), "host-unknown"),
-    (_header(to=None), "host-unknown"),
+    (_header(to=None), "improper-addressing"),
     (_header(version=None), "unsupported-version"),
     (_header(version="0.9"), "unsupported-version"),
     (_header(version="2.0"), "unsupported-version"),

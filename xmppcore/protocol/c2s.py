@@ -242,6 +242,9 @@ class C2SServer(XmlStream):
             raise StreamError(StreamCondition.BAD_NAMESPACE_PREFIX)
         if header.namespaces.get("") != NS_CLIENT:
             raise StreamError(StreamCondition.INVALID_NAMESPACE, "the content namespace must be jabber:client")
+        if not to:
+            # RFC 6120 §4.9.3.7: the header lacks its 'to' address (ejabberd says the same).
+            raise StreamError(StreamCondition.IMPROPER_ADDRESSING, "missing 'to' attribute")
         if not self.domain:
             raise StreamError(StreamCondition.HOST_UNKNOWN)
         sender = header.attrs.get("from")
