@@ -61,6 +61,10 @@ class StreamTransport(asyncio.Protocol):
         self._timer_at: float | None = None
         self._pumping = False
         self._closing = False
+        # Plaintext the TLS layer decrypted before the core heard that TLS is up: with TLS 1.3
+        # a client sends its Finished and the restarted stream header in one flight.
+        self._tls_pending = False
+        self._held = bytearray()
         self.peer_address = ""
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -81,6 +85,9 @@ class StreamTransport(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         handler = self._handler
         if handler is None or self._closing:
+            return
+        if self._tls_pending:
+            self._held += data  # RFC 6120 §5.4.3.3: it belongs to the stream after the restart
             return
         handler.core.receive_data(data, now=self._loop.time())
         self.pump()
@@ -162,6 +169,9 @@ class StreamTransport(asyncio.Protocol):
     def resume_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
+        if self._held and not self._tls_pending:
+            held, self._held = bytes(self._held), bytearray()
+            self.data_received(held)
 
     @property
     def ssl_object(self) -> ssl.SSLObject | None:
@@ -173,10 +183,15 @@ class StreamTransport(asyncio.Protocol):
     async def start_tls(self, context: ssl.SSLContext) -> ssl.SSLObject | None:
         """Upgrade this connection to TLS as the server (RFC 6120 §5.4.3.3)."""
         assert self._transport is not None
-        new = await self._loop.start_tls(
-            self._transport, self, context, server_side=True,
-            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-        )
+        self._tls_pending = True
+        try:
+            new = await self._loop.start_tls(
+                self._transport, self, context, server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            )
+        finally:
+            # Held bytes are fed by resume_reading(), after the core knows TLS is up.
+            self._tls_pending = False
         if new is None:
             return None
         self._transport = new
