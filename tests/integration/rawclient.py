@@ -31,7 +31,7 @@ from xmppcore.xml.serializer import serialize
 
 __all__ = [
     "RawClient", "ConnectionEnded", "WAIT", "stream_header_bytes", "stream_error_condition",
-    "sasl_failure_condition", "ClientEvent",
+    "sasl_failure_condition", "ClientEvent", "best_scram",
 ]
 
 WAIT = 5.0  # seconds: the default bound on every wait for the server
@@ -110,26 +110,33 @@ class _Protocol(asyncio.Protocol):
 class RawClient:
     """One client connection driven byte by byte."""
 
-    def __init__(self, protocol: _Protocol, host: str) -> None:
+    def __init__(self, protocol: _Protocol, host: str, domain: str = "localhost") -> None:
         self._protocol = protocol
         self._host = host
+        # The service's domain: the default stream 'to' and the name the TLS certificate must
+        # carry (RFC 6120 §13.7.2.1: the client checks the certificate against the domain).
+        self.domain = domain
         self.jid: JID | None = None
 
     # -- connection ----------------------------------------------------------------------------
     @classmethod
     async def connect(
         cls, host: str, port: int, *, timeout: float = WAIT, direct_tls_cafile: Path | None = None,
+        domain: str = "localhost",
     ) -> RawClient:
-        """Open a TCP connection; with ``direct_tls_cafile``, TLS from the first byte (XEP-0368)."""
+        """Open a TCP connection; with ``direct_tls_cafile``, TLS from the first byte (XEP-0368).
+
+        ``domain`` is the service the client means to reach (stream 'to', TLS server name).
+        """
         loop = asyncio.get_running_loop()
         if direct_tls_cafile is None:
             connecting = loop.create_connection(_Protocol, host, port)
         else:
             context = client_ssl_context(cafile=direct_tls_cafile)
             context.set_alpn_protocols(["xmpp-client"])
-            connecting = loop.create_connection(_Protocol, host, port, ssl=context, server_hostname="localhost")
+            connecting = loop.create_connection(_Protocol, host, port, ssl=context, server_hostname=domain)
         _, protocol = await asyncio.wait_for(connecting, timeout)
-        return cls(protocol, host)
+        return cls(protocol, host, domain)
 
     def channel_binding(self) -> bytes | None:
         """RFC 9266 ``tls-exporter`` data of this connection, computed on the client's side."""
@@ -140,12 +147,18 @@ class RawClient:
     @classmethod
     async def login(
         cls, host: str, port: int, cafile: Path, username: str, password: str, resource: str | None = None,
+        *, domain: str = "localhost", mechanism: str | None = None,
     ) -> RawClient:
-        """Connect to the STARTTLS port, negotiate TLS, SCRAM-SHA-256 and bind."""
-        client = await cls.connect(host, port)
+        """Connect to the STARTTLS port, negotiate TLS, SCRAM and bind.
+
+        Without ``mechanism`` the best SCRAM the server offers is used (:func:`best_scram`).
+        """
+        client = await cls.connect(host, port, domain=domain)
         await client.open_stream()
-        await client.starttls(cafile)
-        result = await client.authenticate(username, password)
+        features = await client.starttls(cafile)
+        chosen = mechanism or best_scram(features)
+        assert chosen is not None, f"the server offers no SCRAM-SHA-256 or SCRAM-SHA-1: {features!r}"
+        result = await client.authenticate(username, password, mechanism=chosen)
         assert result.name == "success", f"login of {username} failed: {result!r}"
         await client.open_stream()
         await client.bind(resource)
@@ -220,10 +233,18 @@ class RawClient:
             assert isinstance(event, ConnectionEnded), f"expected the connection to end, got {event!r}"
 
     # -- negotiation ---------------------------------------------------------------------------
-    async def open_stream(self, to: str = "localhost") -> Element:
-        """Send a stream header (initial or restart); return the server's ``<features/>``."""
+    async def send_header(self, header: bytes) -> None:
+        """Send a stream header (initial or restart) without reading the answer.
+
+        Our parser starts a new document first: the server answers a restart with a new
+        header (RFC 6120 §4.3.3), which would otherwise nest inside the old stream.
+        """
         self._protocol.parser.reset()
-        await self.send(stream_header_bytes(to))
+        await self.send(header)
+
+    async def open_stream(self, to: str | None = None) -> Element:
+        """Send a stream header (initial or restart); return the server's ``<features/>``."""
+        await self.send_header(stream_header_bytes(self.domain if to is None else to))
         header = await self.next_event()
         assert isinstance(header, StreamHeader), f"expected the server's stream header, got {header!r}"
         features = await self.next_element()
@@ -235,15 +256,19 @@ class RawClient:
         await self.send_element(Element("starttls", NS_TLS))
         proceed = await self.next_element()
         assert (proceed.ns, proceed.name) == (NS_TLS, "proceed"), f"expected <proceed/>, got {proceed!r}"
+        await self.tls_handshake(cafile)
+        return await self.open_stream()
+
+    async def tls_handshake(self, cafile: Path, timeout: float = WAIT) -> None:
+        """RFC 6120 §5.4.3.3: the TLS handshake after ``<proceed/>``, verifying ``self.domain``."""
         context = client_ssl_context(cafile=cafile)
         loop = asyncio.get_running_loop()
         old = self._protocol.transport
         assert old is not None
         new = await asyncio.wait_for(
-            loop.start_tls(old, self._protocol, context, server_hostname="localhost"), WAIT)
+            loop.start_tls(old, self._protocol, context, server_hostname=self.domain), timeout)
         assert new is not None
         self._protocol.transport = new
-        return await self.open_stream()
 
     async def authenticate(
         self, username: str, password: str, *, mechanism: str = "SCRAM-SHA-256", authzid: str | None = None,
@@ -306,6 +331,18 @@ class RawClient:
         assert bound is not None, f"bind result without <bind/>: {reply!r}"
         self.jid = JID.parse(bound.findtext("jid", NS_BIND) or "")
         return self.jid
+
+
+def best_scram(features: Element) -> str | None:
+    """The strongest of SCRAM-SHA-256 and SCRAM-SHA-1 the features offer (RFC 6120 §6.4.1)."""
+    mechanisms = features.find("mechanisms", NS_SASL)
+    if mechanisms is None:
+        return None
+    offered = {m.text.strip() for m in mechanisms.findall("mechanism", NS_SASL)}
+    for name in ("SCRAM-SHA-256", "SCRAM-SHA-1"):
+        if name in offered:
+            return name
+    return None
 
 
 def sasl_failure_condition(element: Element) -> SaslCondition:
