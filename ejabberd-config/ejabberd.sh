@@ -84,7 +84,13 @@ register_accounts() {
 
 case "${1:-}" in
     install)
-        command -v ejabberdctl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ejabberd; } ;;
+        if command -v ejabberdctl >/dev/null; then exit 0; fi
+        if [ "$(id -u)" != 0 ]; then
+            echo "ejabberd.sh: ejabberd is not installed and installing it needs root; the conformance" \
+                 "tests against it will be skipped (run: sudo bash $0 install)" >&2
+            exit 0
+        fi
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ejabberd >/dev/null ;;
     start) start ;;
     stop) ctl stop >/dev/null 2>&1 || true; timeout 30 bash -c "$(declare -f ctl); export ERL_INETRC='$ERL_INETRC'; RUN_DIR='$RUN_DIR'; ctl stopped" >/dev/null 2>&1 || true ;;
     status) ctl status >/dev/null 2>&1 && accepting ;;
