@@ -67,7 +67,7 @@ async def test_features_are_sorted_and_listed_once(h: ScenarioHarness) -> None:
     assert listed.count("urn:xmpp:ping") == 1 and "urn:example:aaa" in listed
 
 
-@pytest.mark.parametrize("to", ["localhost", "bob@localhost"])
+@pytest.mark.parametrize("to", ["localhost", "alice@localhost"])
 @pytest.mark.parametrize("ns", [INFO, ITEMS])
 async def test_a_node_is_item_not_found(h: ScenarioHarness, to: str, ns: str) -> None:
     alice = await h.online("alice", "phone")
@@ -84,9 +84,9 @@ async def test_items_are_an_empty_result(h: ScenarioHarness, to: str) -> None:
         f"<iq from='{to}' to='alice@localhost/phone' type='result' id='d1'><query xmlns='{ITEMS}'/></iq>")
 
 
-@pytest.mark.parametrize("to", ["alice@localhost", "bob@localhost"])
-async def test_account_info_is_answered_by_the_server(h: ScenarioHarness, to: str) -> None:
+async def test_account_info_is_answered_by_the_server(h: ScenarioHarness) -> None:
     # RFC 6121 §8.5.1.1: the server answers IQs addressed to an account's bare JID.
+    to = "alice@localhost"
     alice = await h.online("alice", "phone")
     bob = await h.online("bob", "pc")
     reply = await disco(h, alice, to, INFO)
@@ -100,6 +100,14 @@ async def test_account_info_is_answered_by_the_server(h: ScenarioHarness, to: st
           </query>
         </iq>""")
     assert bob.take() == []
+
+
+async def test_account_info_tells_a_stranger_nothing(h: ScenarioHarness) -> None:
+    # XEP-0030 §8: without a presence subscription, not even whether the account exists.
+    alice = await h.online("alice", "phone")
+    await h.online("bob", "pc")
+    for to in ("bob@localhost", "nobody@localhost"):
+        assert error_of(await disco(h, alice, to, INFO)) == ("cancel", "service-unavailable")
 
 
 async def test_info_about_an_unknown_account_is_service_unavailable(h: ScenarioHarness) -> None:

@@ -216,12 +216,12 @@ async def test_iq_results_and_errors_are_never_answered(h: ScenarioHarness, targ
 async def test_an_iq_to_a_bare_jid_is_answered_by_the_server(h: ScenarioHarness) -> None:
     alice = await h.online("alice", "phone")
     bob = await h.online("bob", "pc")
-    await h.send(alice, f"<iq to='bob@localhost' type='get' id='q1'><query xmlns='{DISCO_INFO}'/></iq>")
+    await h.send(alice, "<iq to='bob@localhost' type='get' id='q1'><ping xmlns='urn:xmpp:ping'/></iq>")
     reply = alice.take_one()
     assert (reply.get("from"), reply.get("type")) == ("bob@localhost", "result")
-    query = reply.find("query", DISCO_INFO)
-    assert query is not None and query.find("identity") is not None
-    assert query.findall("identity")[0].attrs == {"category": "account", "type": "registered"}
+    # XEP-0030 §8: the server answers for bob, but tells a stranger nothing about the account.
+    await h.send(alice, f"<iq to='bob@localhost' type='get' id='q3'><query xmlns='{DISCO_INFO}'/></iq>")
+    assert error_of(alice.take_one()) == ("cancel", "service-unavailable")
     await h.send(alice, "<iq to='bob@localhost' type='get' id='q2'><query xmlns='urn:example'/></iq>")
     assert error_of(alice.take_one()) == ("cancel", "service-unavailable")
     assert bob.take() == []
@@ -230,7 +230,7 @@ async def test_an_iq_to_a_bare_jid_is_answered_by_the_server(h: ScenarioHarness)
 # -- IQs to the server (RFC 6120 §8.2.3, §8.4) -----------------------------------------------------
 @pytest.mark.parametrize(("stanza", "condition"), [
     ("<iq to='localhost' type='get' id='q1'><query xmlns='urn:example'/></iq>", "service-unavailable"),
-    ("<iq to='localhost' type='set' id='q1'><ping xmlns='urn:xmpp:ping'/></iq>", "service-unavailable"),
+    ("<iq to='localhost' type='set' id='q1'><ping xmlns='urn:xmpp:ping'/></iq>", "not-allowed"),
     ("<iq to='localhost' type='get' id='q1'/>", "bad-request"),
     ("<iq to='localhost' type='get' id='q1'><ping xmlns='urn:xmpp:ping'/><ping xmlns='urn:xmpp:ping'/></iq>",
      "bad-request"),

@@ -42,6 +42,11 @@ def setup(mod: ModuleContext) -> None:
         return info(IqScope.HOST)
 
     async def account_info(request: IqRequest) -> Element:
+        # XEP-0030 §8: without a presence subscription a stranger learns nothing about an
+        # account, not even that it exists. Rosters come later; until then only the account
+        # itself is answered.
+        if request.sender.bare != request.to.bare:
+            raise StanzaError(Condition.SERVICE_UNAVAILABLE)
         check_node(request)
         return info(IqScope.ACCOUNT)
 

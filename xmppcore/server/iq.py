@@ -88,6 +88,10 @@ class IqTable:
             return error_reply(stanza, StanzaError(Condition.BAD_REQUEST, "an IQ request needs exactly one child"))
         handler = self._handlers.get((scope, payload.ns, payload.name, iq_type))
         if handler is None:
+            other = IqType.SET if iq_type is IqType.GET else IqType.GET
+            if (scope, payload.ns, payload.name, other) in self._handlers:
+                # A known service asked for what it does not do (a set to a read-only one).
+                return error_reply(stanza, StanzaError(Condition.NOT_ALLOWED, f"'{iq_type.value}' is not supported here"))
             # RFC 6120 §8.4: an unknown payload namespace.
             return error_reply(stanza, StanzaError(Condition.SERVICE_UNAVAILABLE))
         return await self._run(handler, IqRequest(stanza, iq_type, sender, to, payload))
