@@ -154,6 +154,12 @@ def _header(**attrs: str | None) -> str:
     return f"<stream:stream {text}>"
 
 
+def expected_version(header: str) -> str | None:
+    if "version='0.9'" in header:
+        return "0.9"
+    return "1.0" if "version=" in header else None
+
+
 @pytest.mark.parametrize("header,condition", [
     (_header(to="elsewhere.example"), "host-unknown"),
     (_header(to=None), "improper-addressing"),
@@ -169,7 +175,9 @@ def _header(**attrs: str | None) -> str:
 def test_header_errors_come_after_our_own_header(raw: RawClient, header: str, condition: str) -> None:
     out = raw.send(header)
     # RFC 6120 §4.9.1.2: even an error about the initial header is preceded by our header.
-    assert isinstance(out[0], StreamHeader) and out[0].attrs["version"] == "1.0" and out[0].attrs["id"]
+    assert isinstance(out[0], StreamHeader) and out[0].attrs["id"]
+    # §4.7.5: our header carries the lower of the two versions, and none when the client gave none.
+    assert out[0].attrs.get("version") == expected_version(header)
     assert len(out) == 3 and stream_error(out) == condition
     assert closed_with(raw, StreamCondition(condition))
 
@@ -347,10 +355,17 @@ def test_invalid_resource_is_bad_request(raw: RawClient) -> None:
 def test_stanzas_before_bind(raw: RawClient) -> None:
     raw.login()
     assert iq_error(raw.send("<iq type='get' id='q'><ping xmlns='urn:xmpp:ping'/></iq>")) == "not-authorized"
-    assert raw.send("<message to='romeo@example.org'><body>x</body></message>") == []  # dropped
+    assert raw.send(f"<message to='juliet@{DOMAIN}'><body>x</body></message>") == []  # own account: dropped
     assert raw.send(f"<iq type='get' id='g'><bind xmlns='{BIND}'/></iq>") != []  # a get is no bind
     assert raw.server.state is C2SState.WAIT_BIND
     assert stream_error(raw.send("<r xmlns='urn:xmpp:sm:3'/>")) == "unsupported-stanza-type"
+
+
+def test_a_stanza_to_someone_else_before_bind_ends_the_stream(raw: RawClient) -> None:
+    # RFC 6120 §7.1: the server MUST NOT process it and closes with not-authorized.
+    raw.login()
+    out = raw.send("<message to='romeo@example.org'><body>x</body></message>")
+    assert stream_error(out) == "not-authorized"
 
 
 def test_second_bind_is_not_allowed(raw: RawClient) -> None:
@@ -470,3 +485,13 @@ def test_arbitrary_bytes_after_a_valid_header(chunks: list[bytes]) -> None:
         # Once closed, the server has ended its side of the stream.
         assert len(closes) == 1 and raw.server.state is C2SState.CLOSED
         assert written.endswith(b"</stream:stream>")
+
+
+def test_an_auth_without_initial_response_gets_an_empty_challenge(raw: RawClient) -> None:
+    # RFC 6120 §6.4.2 / RFC 4422 §5: no initial response (not even '='): the server asks for
+    # it with an empty challenge, and the response carries what the initial response would have.
+    raw.negotiate_tls()
+    out = elements(raw.send(f"<auth {SASL} mechanism='PLAIN'/>"))
+    assert [(e.name, e.text) for e in out] == [("challenge", "=")]
+    payload = base64.b64encode(f"\0juliet\0{PASSWORD}".encode()).decode()
+    assert [e.name for e in elements(raw.send(f"<response {SASL}>{payload}</response>"))] == ["success"]

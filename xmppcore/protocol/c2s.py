@@ -54,6 +54,14 @@ TRANSITIONS: Mapping[C2SState, frozenset[C2SState]] = {
 }
 
 
+def _version_key(version: str) -> tuple[int, int] | None:
+    """``major.minor`` as numbers (RFC 6120 §4.7.5 compares them separately), or None."""
+    major, dot, minor = version.partition(".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        return None
+    return int(major), int(minor)
+
+
 def _normalize_localpart(raw: str) -> str | None:
     try:
         jid = JID.make(raw, "localhost")
@@ -108,6 +116,7 @@ class C2SServer(XmlStream):
         self.username: str | None = None
         self.jid: JID | None = None
         self._peer_from: str | None = None
+        self._peer_version = "1.0"
         self._sasl: SaslNegotiator | None = None
         self._bind_iq_id = ""
         self._abort_requested = False
@@ -200,8 +209,10 @@ class C2SServer(XmlStream):
         self._last_input = now
 
     def _header_attrs(self) -> dict[str, str]:
-        attrs = {"id": self.stream_id or self._new_stream_id(), "version": "1.0",
-                 f"{{{NS_XML}}}lang": "en"}
+        attrs = {"id": self.stream_id or self._new_stream_id(), f"{{{NS_XML}}}lang": "en"}
+        if self._peer_version:
+            # RFC 6120 §4.7.5: answer with the lower of the two versions, none for none.
+            attrs["version"] = min(self._peer_version, "1.0", key=lambda v: _version_key(v) or (1, 0))
         if self.domain:
             attrs["from"] = self.domain
         if self._peer_from:
@@ -215,6 +226,9 @@ class C2SServer(XmlStream):
     def _on_header(self, header: StreamHeader) -> None:
         if self.state is not C2SState.WAIT_HEADER:
             raise StreamError(StreamCondition.NOT_WELL_FORMED, "unexpected stream header")
+        self._peer_version = header.attrs.get("version", "")
+        if self._peer_version and _version_key(self._peer_version) is None:
+            self._peer_version = "1.0"  # unparsable: refused below, answered as ourselves
         self._new_stream_id()
         self._check_header(header)
         self._send_header()
@@ -370,6 +384,9 @@ class C2SServer(XmlStream):
         if not (element.ns == NS_CLIENT and element.name in _STANZAS):
             raise StreamError(StreamCondition.UNSUPPORTED_STANZA_TYPE, f"<{element.name}/> is not expected here")
         bind = element.find("bind", NS_BIND) if element.name == "iq" else None
+        if bind is None and not self._addressed_to_server_or_self(element.get("to")):
+            # RFC 6120 §7.1: nothing may go to other entities before a resource is bound.
+            raise StreamError(StreamCondition.NOT_AUTHORIZED, "bind a resource first")
         if bind is None or element.get("type") != "set":
             # RFC 6120 §7.1: nothing but binding before a resource is bound.
             if element.name == "iq" and element.get("type") in ("get", "set"):
@@ -386,6 +403,15 @@ class C2SServer(XmlStream):
         self._bind_iq_id = iq_id
         self._to(C2SState.BIND_PENDING)
         self._events.append(ev.BindRequested(resource=resource or None))
+
+    def _addressed_to_server_or_self(self, to: str | None) -> bool:
+        if not to:
+            return True
+        try:
+            jid = JID.parse(to)
+        except InvalidJID:
+            return False
+        return jid == JID("", self.domain, "") or jid == JID(self.username or "", self.domain, "")
 
     def _on_bound_element(self, element: Element) -> None:
         if element.ns != NS_CLIENT or element.name not in _STANZAS:

@@ -104,6 +104,7 @@ class SaslNegotiator:
         self._scram: ScramServer | None = None
         self._plain: PlainMessage | None = None
         self._username: str | None = None
+        self._awaiting_initial = ""  # mechanism whose initial response we asked for
         # Unknown accounts get a stable fake salt, so probing cannot tell them apart.
         self._unknown_key = unknown_user_key
         self._unknown_iterations = unknown_user_iterations
@@ -115,7 +116,7 @@ class SaslNegotiator:
 
     @property
     def in_progress(self) -> bool:
-        return self._scram is not None or self._plain is not None
+        return self._scram is not None or self._plain is not None or bool(self._awaiting_initial)
 
     def features(self) -> list[Element]:
         """``<mechanisms/>`` plus the XEP-0440 channel-binding list, when any are offered."""
@@ -138,6 +139,9 @@ class SaslNegotiator:
         try:
             if element.name == "auth":
                 return self._start(element)
+            if element.name == "response" and self._awaiting_initial:
+                name, self._awaiting_initial = self._awaiting_initial, ""
+                return self._begin(name, _unb64(element.text))
             if element.name == "response" and self._scram is not None:
                 return self._finish_scram(_unb64(element.text))
             if element.name == "abort":
@@ -179,7 +183,14 @@ class SaslNegotiator:
                 # RFC 6120 §6.5.4: usable only once the stream is protected by TLS.
                 raise SaslFailure(SaslCondition.ENCRYPTION_REQUIRED)
             raise SaslFailure(SaslCondition.INVALID_MECHANISM)
-        initial = _unb64(auth.text)
+        if not auth.text.strip():
+            # RFC 6120 §6.4.2 / RFC 4422 §5: no initial response (an empty initial response
+            # would be '='), so an empty challenge asks for it.
+            self._awaiting_initial = name
+            return Reply(Element("challenge", NS_SASL, text="="))
+        return self._begin(name, _unb64(auth.text))
+
+    def _begin(self, name: str, initial: bytes) -> SaslStep:
         if name == PLAIN:
             return self._start_plain(initial)
         parsed = parse_mechanism(name)
@@ -235,3 +246,4 @@ class SaslNegotiator:
     def _reset(self) -> None:
         self._scram = None
         self._plain = None
+        self._awaiting_initial = ""
