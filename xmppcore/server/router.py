@@ -130,10 +130,11 @@ class Router:
         # RFC 6121 §8.5.3.2: no session with that resource.
         if stanza.name == "message":
             kind = MessageType.of(stanza)
-            if kind is MessageType.GROUPCHAT:
+            if kind is MessageType.CHAT:
+                await self._to_bare(host, event)  # §8.5.3.2.1: the account's other resources
+            elif kind in (MessageType.NORMAL, MessageType.GROUPCHAT):
                 await self.bounce(stanza, event.sender, to, Condition.SERVICE_UNAVAILABLE)
-            elif kind is not MessageType.ERROR:
-                await self._to_bare(host, event)  # §8.5.3.2.1: treat as sent to the bare JID
+            # headline and error: silently ignored (§8.5.3.2.1)
         elif stanza.name == "presence":
             if PresenceType.of(stanza) in _SUBSCRIPTION_TYPES:
                 await self._to_bare(host, event)  # §8.5.3.2.3
