@@ -114,3 +114,14 @@ async def test_info_about_an_unknown_account_is_service_unavailable(h: ScenarioH
     alice = await h.online("alice", "phone")
     reply = await disco(h, alice, "nobody@localhost", INFO)
     assert error_of(reply) == ("cancel", "service-unavailable")
+
+
+async def test_own_account_items_list_the_connected_resources(h: ScenarioHarness) -> None:
+    # XEP-0030 §4.1: the account's own resources; a stranger gets the empty list (§8).
+    alice = await h.online("alice", "phone")
+    await h.online("alice", "laptop")
+    reply = await disco(h, alice, "alice@localhost", ITEMS)
+    query = reply.find("query", ITEMS)
+    assert query is not None
+    assert sorted(i.get("jid") or "" for i in query.findall("item", ITEMS)) == [
+        "alice@localhost/laptop", "alice@localhost/phone"]

@@ -50,15 +50,27 @@ def setup(mod: ModuleContext) -> None:
         check_node(request)
         return info(IqScope.ACCOUNT)
 
-    async def items(request: IqRequest) -> Element:
+    async def host_items(request: IqRequest) -> Element:
         check_node(request)
         return Element("query", NS_DISCO_ITEMS)
+
+    async def account_items(request: IqRequest) -> Element:
+        check_node(request)
+        query = Element("query", NS_DISCO_ITEMS)
+        # XEP-0030 §4.1: an account's connected resources, but only for the account itself
+        # until rosters say who else may see its presence (§8: others get an empty list).
+        if request.sender.bare == request.to.bare:
+            for session in mod.sessions_of(request.to.bare):
+                if session.jid is not None:
+                    query.add("item", attrs={"jid": str(session.jid)})
+        return query
 
     mod.add_identity("server", "im", "xmppcore")
     mod.add_identity("account", "registered", scope=IqScope.ACCOUNT)
     for scope in IqScope:
         mod.add_feature(NS_DISCO_INFO, scope)
         mod.add_feature(NS_DISCO_ITEMS, scope)
-        mod.iq_handler(NS_DISCO_ITEMS, "query", items, scope=scope)
+    mod.iq_handler(NS_DISCO_ITEMS, "query", host_items)
+    mod.iq_handler(NS_DISCO_ITEMS, "query", account_items, scope=IqScope.ACCOUNT)
     mod.iq_handler(NS_DISCO_INFO, "query", host_info)
     mod.iq_handler(NS_DISCO_INFO, "query", account_info, scope=IqScope.ACCOUNT)
