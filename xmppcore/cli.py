@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .config import Config, ConfigError, load_config, resolved_data_dir, with_overrides
@@ -153,13 +155,14 @@ async def _serve(config: Config) -> int:
     return 0
 
 
-def _run(coro: object) -> int:
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop where it is installed (it is a dependency on CPython/POSIX), else asyncio."""
     try:
-        import uvloop  # noqa: PLC0415 - optional speed-up
-
-        return uvloop.run(coro)  # type: ignore[arg-type]
+        uvloop = importlib.import_module("uvloop")
     except ImportError:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
+    result: int = uvloop.run(coro)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
