@@ -142,3 +142,18 @@ async def test_a_probe_to_an_account_is_not_delivered_to_its_resources(h: Scenar
     await h.online("bob", "pc")
     await h.send(alice, "<presence to='bob@localhost' type='probe'/>")
     assert h.quiet()
+
+
+async def test_session_available_fires_once_on_initial_presence(h: ScenarioHarness) -> None:
+    from xmppcore.server import hooks
+
+    seen: list[str] = []
+
+    async def record(event: hooks.SessionEvent) -> None:
+        seen.append(str(event.session.jid))
+
+    h.host().bus.add(hooks.SESSION_AVAILABLE, record)
+    phone = await h.connect("alice", "phone")
+    await h.send(phone, "<presence/>")
+    await h.send(phone, "<presence><show>away</show></presence>")  # an update, not initial
+    assert seen == ["alice@localhost/phone"]

@@ -55,6 +55,8 @@ def setup(mod: ModuleContext) -> None:
                 if first and other is not session and other.presence is not None:
                     # §4.2.2: the new resource learns about the account's other resources.
                     session.deliver(addressed(other.presence, other, session))
+            if first:
+                await mod.fire(hooks.SESSION_AVAILABLE, hooks.SessionEvent(session))
         elif kind is PresenceType.UNAVAILABLE:
             was_available = session.available
             session.available = False

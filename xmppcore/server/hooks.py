@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Handled", "Hook", "EventBus", "StanzaEvent", "SessionEvent",
     "MESSAGE_BARE", "MESSAGE_FULL", "MESSAGE_HOST", "PRESENCE_BARE", "PRESENCE_FULL",
-    "PRESENCE_HOST", "PRESENCE_BROADCAST", "SESSION_BOUND", "SESSION_CLOSED", "FILTER_FROM_CLIENT",
+    "PRESENCE_HOST", "PRESENCE_BROADCAST", "SESSION_BOUND", "SESSION_AVAILABLE", "SESSION_CLOSED",
+    "FILTER_FROM_CLIENT",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,9 @@ PRESENCE_BROADCAST: Hook[StanzaEvent] = Hook("presence/broadcast")
 # Every stanza a local client sends, after 'from' is stamped and before routing.
 FILTER_FROM_CLIENT: Hook[StanzaEvent] = Hook("filter/from-client")
 SESSION_BOUND: Hook[SessionEvent] = Hook("session/bound")
+# A session sent its initial presence (RFC 6121 §4.2): fired by the presence module after the
+# broadcast; offline delivery (XEP-0160) and pending subscription requests hang off it.
+SESSION_AVAILABLE: Hook[SessionEvent] = Hook("session/available")
 SESSION_CLOSED: Hook[SessionEvent] = Hook("session/closed")
 
 

@@ -93,6 +93,10 @@ class ModuleContext:
         self._host.exports[self.name] = value
         self._undo.append(lambda: self._host.exports.pop(self.name, None))
 
+    async def fire(self, hook: Hook[E], event: E) -> bool:
+        """Run ``hook``'s handlers on this host; True when one stopped the chain."""
+        return await self._host.bus.fire(hook, event)
+
     def on_unload(self, callback: Callable[[], None]) -> None:
         self._undo.append(callback)
 
