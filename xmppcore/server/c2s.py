@@ -64,6 +64,7 @@ class ClientConnection(Session):
             auth_timeout=cfg.auth_timeout,
             max_auth_failures=cfg.max_auth_failures,
             keepalive_interval=cfg.keepalive_interval,
+            extra_features=self._host_stream_features,
             scram_secret=server.secret,
             scram_iterations=server.config.auth.scram_iterations,
         )
@@ -78,6 +79,10 @@ class ClientConnection(Session):
         if not server.admit_unauthenticated(self):
             self.core.close(StreamCondition.POLICY_VIOLATION, "too many unauthenticated connections from your address")
         self._log.debug("connection from %s%s", self.peer, " (direct TLS)" if direct_tls else "")
+
+    def _host_stream_features(self) -> list[Element]:
+        host = self._server.hosts.get(self.core.domain)
+        return [feature.copy() for feature in host.stream_features] if host is not None else []
 
     # -- events from the core ------------------------------------------------------------------
     def handle_event(self, event: ev.Event) -> None:

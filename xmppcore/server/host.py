@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..xml.element import Element
 from .hooks import EventBus
 from .iq import IqScope, IqTable
 
@@ -41,3 +42,5 @@ class Host:
         self.disco = DiscoRegistry()
         self.modules: dict[str, ModuleContext] = {}
         self.exports: dict[str, Any] = {}
+        # Stream features offered to clients after authentication (e.g. roster versioning).
+        self.stream_features: list[Element] = []

@@ -88,6 +88,10 @@ class ModuleContext:
         """Advertise an XEP-0030 identity for ``scope``."""
         self._add(self._host.disco.identities[scope], Identity(category, type_, name))
 
+    def add_stream_feature(self, feature: Element) -> None:
+        """Offer ``feature`` in ``<stream:features/>`` once a client has authenticated."""
+        self._add(self._host.stream_features, feature)
+
     def export(self, value: object) -> None:
         """Make ``value`` what ``dependency(<this module>)`` returns on this host."""
         self._host.exports[self.name] = value
