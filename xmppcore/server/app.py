@@ -30,6 +30,8 @@ __all__ = ["Server"]
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_GRACE = 5.0  # seconds session-end handlers get at shutdown
+
 
 class Server:
     """One xmppcore node."""
@@ -122,6 +124,10 @@ class Server:
         for srv in self._listeners:
             await srv.wait_closed()
         self._listeners.clear()
+        if self._tasks:
+            # Let session-end work finish (last activity, presence, offline bookkeeping)
+            # before the modules and storage go away; a stuck handler is cut off.
+            await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_GRACE)
         for task in list(self._tasks):
             task.cancel()
         for host in self.hosts.values():
