@@ -25,7 +25,7 @@ __all__ = [
     "Handled", "Hook", "EventBus", "StanzaEvent", "SessionEvent",
     "MESSAGE_BARE", "MESSAGE_FULL", "MESSAGE_HOST", "PRESENCE_BARE", "PRESENCE_FULL",
     "PRESENCE_HOST", "PRESENCE_BROADCAST", "SESSION_BOUND", "SESSION_AVAILABLE", "SESSION_CLOSED",
-    "FILTER_FROM_CLIENT",
+    "FILTER_FROM_CLIENT", "FILTER_TO_ACCOUNT",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,9 @@ PRESENCE_HOST: Hook[StanzaEvent] = Hook("presence/host")
 PRESENCE_BROADCAST: Hook[StanzaEvent] = Hook("presence/broadcast")
 # Every stanza a local client sends, after 'from' is stamped and before routing.
 FILTER_FROM_CLIENT: Hook[StanzaEvent] = Hook("filter/from-client")
+# Every stanza routed to a local account (bare or full JID), whoever sent it, before the router
+# classifies it: blocking (XEP-0191) refuses stanzas here in both directions.
+FILTER_TO_ACCOUNT: Hook[StanzaEvent] = Hook("filter/to-account")
 SESSION_BOUND: Hook[SessionEvent] = Hook("session/bound")
 # A session sent its initial presence (RFC 6121 §4.2): fired by the presence module after the
 # broadcast; offline delivery (XEP-0160) and pending subscription requests hang off it.

@@ -102,6 +102,8 @@ class Router:
         event = hooks.StanzaEvent(stanza, sender, to, origin)
         if not to.local:
             await self._to_host(host, event)
+        elif await host.bus.fire(hooks.FILTER_TO_ACCOUNT, event):
+            return
         elif to.resource:
             await self._to_full(host, event)
         else:
