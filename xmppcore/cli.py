@@ -24,7 +24,7 @@ from .config import Config, ConfigError, load_config, resolved_data_dir, with_ov
 from .jid import JID, InvalidJID
 from .server.app import Server
 from .server.auth import AccountError
-from .server.modules import ModuleError, validate_modules
+from .server.modules import ModuleError, load_modules, unload_modules, validate_modules
 from .storage.api import StorageError
 
 __all__ = ["main"]
@@ -124,6 +124,10 @@ async def _accounts_command(args: argparse.Namespace, config: Config) -> int:
             return 0
         user, domain = _account(config, args.jid)
         if args.command == "deluser":
+            # The modules delete the account's data (hooks.ACCOUNT_DELETED); loading them only
+            # registers handlers, it starts nothing.
+            for host in server.hosts.values():
+                load_modules(server, host, config.modules.enabled, config.modules.options, source=config.source)
             await accounts.delete(domain, user)
             print(f"deleted {user}@{domain}")
         elif args.command == "adduser":
@@ -134,6 +138,8 @@ async def _accounts_command(args: argparse.Namespace, config: Config) -> int:
             print(f"changed the password of {user}@{domain}")
         return 0
     finally:
+        for host in server.hosts.values():
+            unload_modules(host)
         await server.storage.close()
 
 

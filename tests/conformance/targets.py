@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from xmppcore.config import Config, config_from_mapping
+from xmppcore.config import Config, ModulesConfig, config_from_mapping
 from xmppcore.server.app import Server
 from xmppcore.xml.element import Element
 from xmppcore.xml.namespaces import NS_CLIENT
@@ -37,7 +37,7 @@ from ..integration.rawclient import RawClient
 from .model import ACCOUNTS, TARGET_NAMES
 
 __all__ = [
-    "CONFORMANCE_PASSWORD", "REQUIRE_EJABBERD_ENV", "Endpoint", "Target", "TargetUnavailable",
+    "CONFORMANCE_PASSWORD", "CONFORMANCE_EXTRA_MODULES", "REQUIRE_EJABBERD_ENV", "Endpoint", "Target", "TargetUnavailable",
     "XmppcoreTarget", "EjabberdTarget", "TargetPool", "make_target",
 ]
 
@@ -46,6 +46,11 @@ REQUIRE_EJABBERD_ENV = "XMPPCORE_REQUIRE_EJABBERD"
 KEEP_EJABBERD_ENV = "XMPPCORE_KEEP_EJABBERD"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NS_REGISTER = "jabber:iq:register"  # XEP-0077
+# Modules that are off by default but that scenarios exercise (register.toml: XEP-0077), with the
+# options the scenarios need: they register several accounts from 127.0.0.1 within minutes.
+CONFORMANCE_EXTRA_MODULES: Mapping[str, Mapping[str, object]] = MappingProxyType({
+    "register": MappingProxyType({"throttle_window": 0}),
+})
 
 
 class TargetUnavailable(Exception):
@@ -157,6 +162,10 @@ class XmppcoreTarget(Target):
             # Fast SCRAM and no brake on failures: SASL scenarios fail on purpose.
             "auth": {"scram_iterations": 4096, "failure_delay": 0.0, "failure_delay_max": 0.0},
             "storage": {"driver": "sqlite"},
+            "modules": {
+                "enabled": [*ModulesConfig().enabled, *CONFORMANCE_EXTRA_MODULES],
+                **{name: dict(options) for name, options in CONFORMANCE_EXTRA_MODULES.items()},
+            },
         }, source="<conformance>", base_dir=Path(self._data.name))
 
     def stop(self) -> None:

@@ -213,7 +213,12 @@ def _decode(username: str, stored: dict[str, JSONValue]) -> tuple[JID, ...]:
 # -- the module ------------------------------------------------------------------------------------
 def setup(mod: ModuleContext) -> None:
     lists = Blocklists(cast(MapStore, mod.open_store("blocklist", StoreKind.MAP)))
+
+    async def forget_account(event: hooks.AccountEvent) -> None:
+        await lists.remove(event.jid.local, None)  # a deleted account's blocklist goes with it
+
     mod.export(lists)
+    mod.hook(hooks.ACCOUNT_DELETED, forget_account)
     mod.add_feature(NS_BLOCKING)
     _register_commands(mod, lists, mod.options)
     _register_enforcement(mod, lists)

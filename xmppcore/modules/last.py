@@ -63,7 +63,12 @@ def setup(mod: ModuleContext) -> None:
 
     async def record_logout(session: Session, status: str) -> None:
         assert session.jid is not None
+        if not await mod.account_exists(session.jid.local):
+            return  # the account was deleted (XEP-0077 §3.2) and its sessions closed after
         await store.set(session.jid.local, {"when": mod.now(), "status": status})
+
+    async def forget_account(event: hooks.AccountEvent) -> None:
+        await store.set(event.jid.local, None)
 
     async def server_uptime(request: IqRequest) -> Element:
         return last_query(mod.now() - started)  # §5: no character data
@@ -108,3 +113,4 @@ def setup(mod: ModuleContext) -> None:
     # the broadcast chain): they must see whether the session was available.
     mod.hook(hooks.PRESENCE_BROADCAST, on_unavailable, priority=_BEFORE_PRESENCE)
     mod.hook(hooks.SESSION_CLOSED, on_closed, priority=_BEFORE_PRESENCE)
+    mod.hook(hooks.ACCOUNT_DELETED, forget_account)

@@ -204,7 +204,12 @@ def setup(mod: ModuleContext) -> None:
             del queues.flushing[user]
             done.set()
 
+    async def forget_account(event: hooks.AccountEvent) -> None:
+        async with queues.locked(event.jid.local):
+            await archive.delete(event.jid.local)  # nobody will log in to read them
+
     mod.add_feature(FEATURE)
+    mod.hook(hooks.ACCOUNT_DELETED, forget_account)
     mod.hook(hooks.MESSAGE_BARE, hold_while_delivering, priority=10)
     mod.hook(hooks.MESSAGE_FULL, hold_while_delivering, priority=10)
     mod.hook(hooks.MESSAGE_BARE, store_offline, priority=-10)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
+from xmppcore.server import hooks
 from xmppcore.server.iq import IqRequest
 from xmppcore.server.module_api import IqScope, IqType, ModuleContext, Xep
 from xmppcore.stanza.errors import Condition, StanzaError
@@ -156,6 +157,10 @@ def setup(mod: ModuleContext) -> None:
     options: Options = mod.options
     store = cast(MapStore, mod.open_store("private", StoreKind.MAP))
     handler = _PrivateStorage(store, options)
+
+    async def forget_account(event: hooks.AccountEvent) -> None:
+        await store.delete_user(event.jid.local)  # a deleted account's private data goes with it
     mod.add_feature(NS_PRIVATE, IqScope.ACCOUNT)
     mod.iq_handler(NS_PRIVATE, "query", handler.handle, types=(IqType.GET, IqType.SET),
                    scope=IqScope.ACCOUNT)
+    mod.hook(hooks.ACCOUNT_DELETED, forget_account)

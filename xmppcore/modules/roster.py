@@ -217,9 +217,20 @@ def setup(mod: ModuleContext) -> None:
     async def on_closed(event: hooks.SessionEvent) -> None:
         roster.forget(event.session)
 
+    async def forget_account(event: hooks.AccountEvent) -> None:
+        # XEP-0077 §3.2: the server "SHOULD also cancel all existing presence subscriptions",
+        # as removing each item would (§2.5.2); then the roster and its version go.
+        user = event.jid
+        for item in await roster.store.all(user.local):
+            if roster.on_remove is not None:
+                await roster.on_remove(user, item)
+        async with roster.store.locked(user.local):
+            await roster.store.delete_user(user.local)
+
     mod.iq_handler(NS_ROSTER, "query", roster.on_get, types=(IqType.GET,), scope=IqScope.ACCOUNT)
     mod.iq_handler(NS_ROSTER, "query", roster.on_set, types=(IqType.SET,), scope=IqScope.ACCOUNT)
     mod.hook(hooks.SESSION_CLOSED, on_closed)
+    mod.hook(hooks.ACCOUNT_DELETED, forget_account)
     if options.versioning:
         mod.add_stream_feature(Element("ver", NS_ROSTER_VER))
     register_subscriptions(mod, roster)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from xmppcore.modules.private import element_from_json, element_to_json, xml_size
+from xmppcore.server import hooks
 from xmppcore.server.iq import IqRequest
 from xmppcore.server.module_api import IqScope, IqType, ModuleContext, Xep
 from xmppcore.stanza.errors import Condition, StanzaError
@@ -67,8 +68,12 @@ def setup(mod: ModuleContext) -> None:
             raise StanzaError(Condition.NOT_ACCEPTABLE, f"a vCard may hold at most {options.max_size} bytes")
         await store.set(request.to.local, None if _is_empty(vcard) else element_to_json(vcard))
 
+    async def forget_account(event: hooks.AccountEvent) -> None:
+        await store.set(event.jid.local, None)  # a deleted account's vCard goes with it
+
     # XEP-0054 §4: the feature is advertised; ejabberd lists it for the server and for accounts.
     mod.add_feature(NS_VCARD, IqScope.HOST)
     mod.add_feature(NS_VCARD, IqScope.ACCOUNT)
     mod.iq_handler(NS_VCARD, "vCard", get_vcard, types=(IqType.GET,), scope=IqScope.ACCOUNT)
     mod.iq_handler(NS_VCARD, "vCard", set_vcard, types=(IqType.SET,), scope=IqScope.ACCOUNT)
+    mod.hook(hooks.ACCOUNT_DELETED, forget_account)

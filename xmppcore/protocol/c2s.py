@@ -1,9 +1,11 @@
 """RFC 6120 §4–§7: the server side of a client-to-server stream, sans I/O.
 
 Stream header checks, STARTTLS (§5), SASL (§6), resource binding (§7), the legacy
-``<session/>`` of RFC 3921 §3, the authentication timeout and whitespace keepalives.
+``<session/>`` of RFC 3921 §3, XEP-0077 in-band registration before authentication (when the
+runtime offers it), the authentication timeout and whitespace keepalives.
 Feed it bytes with ``receive_data``; read ``pop_events`` and ``data_to_send``; answer
-``TlsRequested``, ``CredentialsNeeded`` and ``BindRequested`` with the matching method.
+``TlsRequested``, ``CredentialsNeeded``, ``RegistrationRequested`` and ``BindRequested`` with
+the matching method.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ..jid import JID, InvalidJID
 from ..stanza.errors import Condition, ProtocolUsageError, StanzaError, StreamCondition, StreamError
+from ..stanza.model import iq_payload
 from ..xml.element import Element
 from ..xml.namespaces import NS_BIND, NS_CLIENT, NS_SASL, NS_SESSION, NS_STREAMS, NS_TLS, NS_XML
 from ..xml.parser import StreamHeader
@@ -21,10 +24,13 @@ from .sasl import ScramCredentials
 from .sasl_server import Failure, NeedCredentials, Reply, SaslNegotiator, SaslStep, Success
 from .stream import XmlStream
 
-__all__ = ["C2SServer", "C2SState", "TRANSITIONS", "ALL_MECHANISMS"]
+__all__ = ["C2SServer", "C2SState", "TRANSITIONS", "ALL_MECHANISMS", "NS_REGISTER", "NS_REGISTER_FEATURE"]
 
 ALL_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
+NS_REGISTER = "jabber:iq:register"                              # XEP-0077
+NS_REGISTER_FEATURE = "http://jabber.org/features/iq-register"  # XEP-0077 §8
 _STANZAS = frozenset({"message", "presence", "iq"})
+_MAX_HELD = 16  # elements a client may pipeline behind a registration request
 
 
 class C2SState(enum.Enum):
@@ -34,6 +40,7 @@ class C2SState(enum.Enum):
     NEGOTIATING = "negotiating"        # features sent; STARTTLS or SASL expected
     TLS_PENDING = "tls-pending"        # <proceed/> sent; the transport is handshaking
     AUTH_PENDING = "auth-pending"      # waiting for the runtime's credentials
+    REGISTRATION_PENDING = "registration-pending"  # waiting for the runtime's XEP-0077 answer
     WAIT_BIND = "wait-bind"            # authenticated; expecting the bind request
     BIND_PENDING = "bind-pending"      # waiting for the session registry
     BOUND = "bound"                    # stanzas flow
@@ -43,8 +50,9 @@ class C2SState(enum.Enum):
 # Allowed transitions; tests read this table (STYLE rule 2).
 TRANSITIONS: Mapping[C2SState, frozenset[C2SState]] = {
     C2SState.WAIT_HEADER: frozenset({C2SState.NEGOTIATING, C2SState.WAIT_BIND, C2SState.CLOSED}),
-    C2SState.NEGOTIATING: frozenset({C2SState.TLS_PENDING, C2SState.AUTH_PENDING, C2SState.WAIT_HEADER,
-                                     C2SState.CLOSED}),
+    C2SState.NEGOTIATING: frozenset({C2SState.TLS_PENDING, C2SState.AUTH_PENDING, C2SState.REGISTRATION_PENDING,
+                                     C2SState.WAIT_HEADER, C2SState.CLOSED}),
+    C2SState.REGISTRATION_PENDING: frozenset({C2SState.NEGOTIATING, C2SState.CLOSED}),
     C2SState.TLS_PENDING: frozenset({C2SState.WAIT_HEADER, C2SState.CLOSED}),
     C2SState.AUTH_PENDING: frozenset({C2SState.NEGOTIATING, C2SState.WAIT_HEADER, C2SState.CLOSED}),
     C2SState.WAIT_BIND: frozenset({C2SState.BIND_PENDING, C2SState.CLOSED}),
@@ -93,6 +101,7 @@ class C2SServer(XmlStream):
         extra_features: Callable[[], list[Element]] | None = None,
         scram_secret: bytes = b"",
         scram_iterations: int = 4096,
+        in_band_registration: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__(max_stanza_size=max_stanza_size)
         self._is_hosted = domains
@@ -110,6 +119,10 @@ class C2SServer(XmlStream):
         self._extra_features = extra_features
         self._scram_secret = scram_secret
         self._scram_iterations = scram_iterations
+        # Whether a domain offers XEP-0077 registration before authentication (None: none does).
+        self._in_band_registration = in_band_registration
+        self._registration_iq_id = ""
+        self._held: list[Element] = []
         self.state = C2SState.WAIT_HEADER
         self.domain = ""
         self.stream_id = ""
@@ -172,6 +185,29 @@ class C2SServer(XmlStream):
         self._expect(C2SState.BIND_PENDING)
         self._reply_error(self._bind_iq_id, StanzaError(condition, text))
         self._to(C2SState.WAIT_BIND)
+
+    def send_registration_reply(self, reply: Element) -> None:
+        """Answer ``RegistrationRequested`` with an IQ result or error carrying its id.
+
+        Elements the client sent meanwhile are handled next, in order (it may pipeline its
+        SASL ``<auth/>`` behind the registration, XEP-0077 §3.1.1).
+        """
+        self._expect(C2SState.REGISTRATION_PENDING)
+        if reply.name != "iq" or reply.get("id", "") != self._registration_iq_id:
+            raise ProtocolUsageError("a registration reply is the IQ answering the request")
+        self._send(reply)
+        self._to(C2SState.NEGOTIATING)
+        held, self._held = self._held, []
+        try:
+            for index, element in enumerate(held):
+                if self._closed:
+                    return
+                if self.state is C2SState.REGISTRATION_PENDING:
+                    self._held = held[index:] + self._held
+                    return
+                self._on_element(element)
+        except StreamError as err:
+            self._fail(err)
 
     def send_stanza(self, stanza: Element) -> None:
         """Queue a stanza for the bound client."""
@@ -294,8 +330,15 @@ class C2SServer(XmlStream):
             self._sasl = self._new_sasl()
             for child in self._sasl.features():
                 features.append(child)
+        if self._registration_offered():
+            features.add("register", NS_REGISTER_FEATURE)
         self._send(features)
         self._to(C2SState.NEGOTIATING)
+
+    def _registration_offered(self) -> bool:
+        # XEP-0077 §10: the password travels in the clear, so only over TLS (like PLAIN).
+        return (self._tls_active and self._in_band_registration is not None
+                and self._in_band_registration(self.domain))
 
     def _new_sasl(self) -> SaslNegotiator:
         offered = [
@@ -321,6 +364,10 @@ class C2SServer(XmlStream):
             self._on_negotiation_element(element)
         elif state is C2SState.WAIT_BIND:
             self._on_bind_element(element)
+        elif state is C2SState.REGISTRATION_PENDING:
+            if len(self._held) >= _MAX_HELD:
+                raise StreamError(StreamCondition.POLICY_VIOLATION, "too much input before the registration answer")
+            self._held.append(element)
         elif state is C2SState.AUTH_PENDING and element.ns == NS_SASL and element.name == "abort":
             # The abort takes effect when the credentials arrive: answering then, and only
             # then, keeps one lookup per stream, so a late answer can never complete
@@ -348,10 +395,33 @@ class C2SServer(XmlStream):
                 return
             self._sasl_step(self._sasl.handle(element))
             return
+        if self._sasl is not None and self._is_registration_request(element):
+            self._on_registration_request(element)
+            return
         if element.ns == NS_CLIENT and element.name in _STANZAS:
             # RFC 6120 §4.9.3.12: stanzas before authentication.
             raise StreamError(StreamCondition.NOT_AUTHORIZED)
         raise StreamError(StreamCondition.UNSUPPORTED_STANZA_TYPE, f"<{element.name}/> is not expected here")
+
+    def _is_registration_request(self, element: Element) -> bool:
+        """An IQ get/set of ``jabber:iq:register`` to the server (or to no one): XEP-0077 §3.1."""
+        if element.ns != NS_CLIENT or element.name != "iq" or element.get("type") not in ("get", "set"):
+            return False
+        payload = iq_payload(element)
+        return (payload is not None and payload.ns == NS_REGISTER and payload.name == "query"
+                and element.get("to") in (None, "", self.domain))
+
+    def _on_registration_request(self, element: Element) -> None:
+        iq_id = element.get("id") or ""
+        if not self._registration_offered():
+            # XEP-0077 §3.1: a host without in-band registration "MUST return service-unavailable".
+            self._reply_error(iq_id, StanzaError(Condition.SERVICE_UNAVAILABLE))
+            return
+        self._registration_iq_id = iq_id
+        self._to(C2SState.REGISTRATION_PENDING)
+        # Before authentication the client has no address (RFC 6120 §8.1.2.1): drop any 'from'.
+        attrs = {k: v for k, v in element.attrs.items() if k != "from"}
+        self._events.append(ev.RegistrationRequested(stanza=Element("iq", NS_CLIENT, attrs, element.children)))
 
     def _sasl_step(self, step: SaslStep) -> None:
         assert self._sasl is not None

@@ -13,8 +13,8 @@ from ..xml.element import Element
 
 __all__ = [
     "Event", "StreamOpened", "TlsRequested", "CredentialsNeeded", "AuthSucceeded", "AuthFailed",
-    "BindRequested", "StanzaReceived", "StreamClosed", "FeaturesReceived", "TlsProceed",
-    "Authenticated", "Bound", "BindFailed", "NegotiationFailed",
+    "BindRequested", "RegistrationRequested", "StanzaReceived", "StreamClosed", "FeaturesReceived",
+    "TlsProceed", "Authenticated", "Bound", "BindFailed", "NegotiationFailed",
 ]
 
 
@@ -71,6 +71,17 @@ class BindRequested:
     """
 
     resource: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistrationRequested:
+    """XEP-0077 §3.1.1: an unauthenticated client asks about, or for, a new account.
+
+    ``stanza`` is its ``<iq type='get|set'><query xmlns='jabber:iq:register'/></iq>`` (without
+    'from': the client has no address yet).  Answer with ``send_registration_reply(reply)``.
+    """
+
+    stanza: Element
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +150,6 @@ class NegotiationFailed:
 
 Event = (
     StreamOpened | TlsRequested | CredentialsNeeded | AuthSucceeded | AuthFailed | BindRequested
-    | StanzaReceived | StreamClosed | FeaturesReceived | TlsProceed | Authenticated | Bound
-    | BindFailed | NegotiationFailed
+    | RegistrationRequested | StanzaReceived | StreamClosed | FeaturesReceived | TlsProceed | Authenticated
+    | Bound | BindFailed | NegotiationFailed
 )

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, resolved_data_dir, resolved_storage_path
+from ..jid import JID
 from ..stanza.errors import StreamCondition
 from ..storage.api import StorageDriver, create_driver
 from ..transport.tcp import StreamTransport
 from ..transport.tls import ensure_self_signed_certificate, server_ssl_context
+from . import hooks
 from .auth import AccountManager
 from .c2s import ClientConnection
 from .host import Host
@@ -42,6 +44,7 @@ class Server:
         self.accounts = AccountManager(self.storage, iterations=config.auth.scram_iterations)
         self.sessions = SessionRegistry(resource_factory=lambda: f"xmppcore-{secrets.token_hex(4)}")
         self.hosts = {domain: Host(domain) for domain in config.domains}
+        self.accounts.on_deleted(self._account_deleted)
         self.router = Router(self.hosts, self.sessions, self.accounts)
         self.throttle = FailureThrottle(
             base_delay=config.auth.failure_delay, max_delay=config.auth.failure_delay_max,
@@ -136,6 +139,12 @@ class Server:
 
     async def serve_forever(self) -> None:
         await asyncio.Event().wait()
+
+    async def _account_deleted(self, domain: str, username: str) -> None:
+        """Every module of the host deletes what it keeps for the account (ACCOUNT_DELETED)."""
+        host = self.hosts.get(domain)
+        if host is not None:
+            await host.bus.fire(hooks.ACCOUNT_DELETED, hooks.AccountEvent(JID(username, domain, "")))
 
     # -- services for connections --------------------------------------------------------------
     def is_hosted(self, domain: str) -> bool:

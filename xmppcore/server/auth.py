@@ -3,21 +3,27 @@
 One keyval document per account in the ``accounts`` store of its host:
 ``{"scram": {"sha-1": {...}, "sha-256": {...}}, "created": <unix time>}``.  The plaintext
 password is used once, to derive the keys, and never stored or logged.
+
+Deleting an account tells the deletion listeners (the server fires ``hooks.ACCOUNT_DELETED``
+on the host), whoever deleted it: a client in-band (XEP-0077 §3.2) or the operator's CLI.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from ..jid import JID, InvalidJID
 from ..protocol.sasl import SCRAM_HASHES, ScramCredentials, derive_scram_credentials, prepare_password
 from ..storage.api import KeyValueStore, StorageDriver
 
-__all__ = ["AccountError", "AccountManager", "normalize_username"]
+__all__ = ["AccountError", "AccountManager", "DeletionListener", "normalize_username"]
 
 ACCOUNTS_STORE = "accounts"
+
+# Called with (host, normalised username) once an account is gone.
+DeletionListener = Callable[[str, str], Awaitable[None]]
 
 
 class AccountError(Exception):
@@ -42,6 +48,17 @@ class AccountManager:
         self._storage = storage
         self._iterations = iterations
         self._stores: dict[str, KeyValueStore] = {}
+        self._deletion_listeners: list[DeletionListener] = []
+
+    def on_deleted(self, listener: DeletionListener) -> Callable[[], None]:
+        """Call ``listener`` after each deletion; returns the function that removes it."""
+        self._deletion_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._deletion_listeners:
+                self._deletion_listeners.remove(listener)
+
+        return remove
 
     def _store(self, host: str) -> KeyValueStore:
         store = self._stores.get(host)
@@ -81,11 +98,14 @@ class AccountManager:
         await store.set(user, {**doc, "scram": self._derive(password)})
 
     async def delete(self, host: str, username: str) -> None:
+        """Delete the credentials (nobody can log in any more), then tell the listeners."""
         user = normalize_username(username)
         store = self._store(host)
         if await store.get(user) is None:
             raise AccountError(f"{user}@{host} does not exist")
         await store.set(user, None)
+        for listener in tuple(self._deletion_listeners):
+            await listener(host, user)
 
     async def exists(self, host: str, username: str) -> bool:
         try:

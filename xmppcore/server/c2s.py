@@ -1,8 +1,10 @@
 """The runtime side of a client connection: answers the c2s core's events (RFC 6120 §5–§7).
 
 STARTTLS upgrades the transport; credentials come from the account store after the
-throttle's delay; binding goes through the session registry; stanzas are routed one at a
-time, in order, with backpressure on the socket when the router falls behind.
+throttle's delay; in-band registration requests (XEP-0077) go to the host's
+``REGISTRATION_REQUESTED`` handler, when it has one; binding goes through the session registry;
+stanzas are routed one at a time, in order, with backpressure on the socket when the router
+falls behind.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol import events as ev
 from ..protocol.c2s import C2SServer, C2SState
-from ..stanza.errors import StanzaError, StreamCondition
+from ..stanza.errors import Condition, StanzaError, StreamCondition
+from ..stanza.model import error_reply
 from ..storage.api import StorageError
 from ..transport.tcp import StreamTransport
 from ..transport.tls import tls_exporter
@@ -25,6 +28,7 @@ from .sessions import Session
 
 if TYPE_CHECKING:
     from .app import Server
+    from .host import Host
 
 __all__ = ["ClientConnection"]
 
@@ -67,6 +71,7 @@ class ClientConnection(Session):
             extra_features=self._host_stream_features,
             scram_secret=server.secret,
             scram_iterations=server.config.auth.scram_iterations,
+            in_band_registration=self._registration_offered,
         )
         self._queue: asyncio.Queue[Element | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -83,6 +88,10 @@ class ClientConnection(Session):
     def _host_stream_features(self) -> list[Element]:
         host = self._server.hosts.get(self.core.domain)
         return [feature.copy() for feature in host.stream_features] if host is not None else []
+
+    def _registration_offered(self, domain: str) -> bool:
+        host = self._server.hosts.get(domain)
+        return host is not None and host.bus.has_handlers(hooks.REGISTRATION_REQUESTED)
 
     # -- events from the core ------------------------------------------------------------------
     def handle_event(self, event: ev.Event) -> None:
@@ -102,6 +111,8 @@ class ClientConnection(Session):
                 self._server.now(), f"ip:{self.peer}", f"user:{event.username}@{self.core.domain}")
         elif isinstance(event, ev.BindRequested):
             self._bind(event.resource)
+        elif isinstance(event, ev.RegistrationRequested):
+            self._spawn(self._register(event.stanza))
         elif isinstance(event, ev.StreamClosed):
             self._on_closed(event)
 
@@ -150,6 +161,24 @@ class ClientConnection(Session):
             return
         if self.core.state is C2SState.AUTH_PENDING:
             self.core.provide_credentials(creds)
+            self._transport.pump()
+
+    async def _register(self, stanza: Element) -> None:
+        """XEP-0077 §3.1.1: the host's registration handler answers; nobody: service-unavailable."""
+        answers: list[Element] = []
+        host = self._server.hosts.get(self.core.domain)
+        if host is not None:
+            event = hooks.RegistrationEvent(stanza, self.core.domain, self.peer, answers.append)
+            await host.bus.fire(hooks.REGISTRATION_REQUESTED, event)
+        if answers:
+            reply = answers[0]
+        else:
+            # The handler failed (the bus logged it), or the module was unloaded meanwhile.
+            failed = host is not None and host.bus.has_handlers(hooks.REGISTRATION_REQUESTED)
+            condition = Condition.INTERNAL_SERVER_ERROR if failed else Condition.SERVICE_UNAVAILABLE
+            reply = error_reply(stanza, StanzaError(condition), include_payload=False)
+        if self.core.state is C2SState.REGISTRATION_PENDING:
+            self.core.send_registration_reply(reply)
             self._transport.pump()
 
     def _on_authenticated(self, event: ev.AuthSucceeded) -> None:
@@ -225,6 +254,12 @@ class ClientConnection(Session):
             # Also for a session replaced by a resource conflict, which is no longer in the
             # registry: others must still hear that it went away (RFC 6121 §4.5.2).
             self._server.sessions.unbind(self)
-            host = self._server.hosts[jid.domain]
-            self._server.spawn(host.bus.fire(hooks.SESSION_CLOSED, hooks.SessionEvent(self)))
+            self._server.spawn(self._announce_closed(self._server.hosts[jid.domain]))
+
+    async def _announce_closed(self, host: Host) -> None:
+        # RFC 6121 §4.5.2: the stanzas the session sent before its stream ended (an unavailable
+        # presence with its status, say) are routed before the modules speak for it.
+        if self._worker is not None:
+            await asyncio.wait({self._worker})
+        await host.bus.fire(hooks.SESSION_CLOSED, hooks.SessionEvent(self))
 

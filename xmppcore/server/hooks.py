@@ -22,10 +22,10 @@ if TYPE_CHECKING:
     from .sessions import Session
 
 __all__ = [
-    "Handled", "Hook", "EventBus", "StanzaEvent", "SessionEvent",
+    "Handled", "Hook", "EventBus", "StanzaEvent", "SessionEvent", "AccountEvent", "RegistrationEvent",
     "MESSAGE_BARE", "MESSAGE_FULL", "MESSAGE_HOST", "PRESENCE_BARE", "PRESENCE_FULL",
     "PRESENCE_HOST", "PRESENCE_BROADCAST", "SESSION_BOUND", "SESSION_AVAILABLE", "SESSION_CLOSED",
-    "FILTER_FROM_CLIENT", "FILTER_TO_ACCOUNT",
+    "FILTER_FROM_CLIENT", "FILTER_TO_ACCOUNT", "ACCOUNT_DELETED", "REGISTRATION_REQUESTED",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,26 @@ class SessionEvent:
     session: Session
 
 
+@dataclass(frozen=True, slots=True)
+class AccountEvent:
+    """Something happened to the account ``jid`` (a bare JID of the host)."""
+
+    jid: JID
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationEvent:
+    """XEP-0077 §3.1.1: an unauthenticated client on a stream to ``domain`` asks about, or for, an
+    account.  ``stanza`` is its IQ get/set (no 'from'); ``address`` its IP address (to throttle).
+    The handler that deals with it calls ``answer`` once with the IQ reply and stops the chain.
+    """
+
+    stanza: Element
+    domain: str
+    address: str
+    answer: Callable[[Element], None]
+
+
 Handler = Callable[[E], Awaitable["Handled | None"]]
 
 # Inbound routing, most specific first (RFC 6121 §8.5): the router fires exactly one of these.
@@ -85,6 +105,12 @@ SESSION_BOUND: Hook[SessionEvent] = Hook("session/bound")
 # broadcast; offline delivery (XEP-0160) and pending subscription requests hang off it.
 SESSION_AVAILABLE: Hook[SessionEvent] = Hook("session/available")
 SESSION_CLOSED: Hook[SessionEvent] = Hook("session/closed")
+# An account was deleted (in-band, XEP-0077 §3.2, or by the operator): every module that stores
+# data per account deletes the account's.  Fired by AccountManager.delete after the credentials
+# are gone, so nobody can log in while it runs.
+ACCOUNT_DELETED: Hook[AccountEvent] = Hook("account/deleted")
+# Before authentication (XEP-0077 §3.1.1); a host with a handler here offers in-band registration.
+REGISTRATION_REQUESTED: Hook[RegistrationEvent] = Hook("account/registration-requested")
 
 
 @dataclass(order=True)

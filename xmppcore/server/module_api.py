@@ -26,6 +26,7 @@ from .iq import IqHandler, IqScope
 
 if TYPE_CHECKING:
     from .app import Server
+    from .auth import AccountManager
     from .sessions import Session
 
 __all__ = ["ModuleContext", "Xep", "Rfc", "IqScope", "IqType"]
@@ -138,6 +139,11 @@ class ModuleContext:
     async def bounce(self, stanza: Element, sender: JID, to: JID, condition: Condition, text: str | None = None) -> None:
         """Answer ``stanza`` (from ``sender`` to ``to``) with an error from ``to``."""
         await self._server.router.bounce(stanza, sender, to, condition, text)
+
+    @property
+    def accounts(self) -> AccountManager:
+        """The server's accounts (XEP-0077 changes them); deleting one fires ACCOUNT_DELETED."""
+        return self._server.accounts
 
     async def account_exists(self, username: str) -> bool:
         return await self._server.accounts.exists(self.host, username)
