@@ -22,6 +22,7 @@ from ..xml.parser import StreamHeader
 from . import events as ev
 from .sasl import ScramCredentials
 from .sasl_server import Failure, NeedCredentials, Reply, SaslNegotiator, SaslStep, Success
+from .c2s_header import check_client_header, requested_domain, response_version
 from .stream import XmlStream
 
 __all__ = ["C2SServer", "C2SState", "TRANSITIONS", "ALL_MECHANISMS", "NS_REGISTER", "NS_REGISTER_FEATURE"]
@@ -60,14 +61,6 @@ TRANSITIONS: Mapping[C2SState, frozenset[C2SState]] = {
     C2SState.BOUND: frozenset({C2SState.CLOSED}),
     C2SState.CLOSED: frozenset(),
 }
-
-
-def _version_key(version: str) -> tuple[int, int] | None:
-    """``major.minor`` as numbers (RFC 6120 §4.7.5 compares them separately), or None."""
-    major, dot, minor = version.partition(".")
-    if not (dot and major.isdigit() and minor.isdigit()):
-        return None
-    return int(major), int(minor)
 
 
 def _normalize_localpart(raw: str) -> str | None:
@@ -246,9 +239,9 @@ class C2SServer(XmlStream):
 
     def _header_attrs(self) -> dict[str, str]:
         attrs = {"id": self.stream_id or self._new_stream_id(), f"{{{NS_XML}}}lang": "en"}
-        if self._peer_version:
-            # RFC 6120 §4.7.5: answer with the lower of the two versions, none for none.
-            attrs["version"] = min(self._peer_version, "1.0", key=lambda v: _version_key(v) or (1, 0))
+        version = response_version(self._peer_version)
+        if version is not None:
+            attrs["version"] = version
         if self.domain:
             attrs["from"] = self.domain
         if self._peer_from:
@@ -263,54 +256,16 @@ class C2SServer(XmlStream):
         if self.state is not C2SState.WAIT_HEADER:
             raise StreamError(StreamCondition.NOT_WELL_FORMED, "unexpected stream header")
         self._peer_version = header.attrs.get("version", "")
-        if self._peer_version and _version_key(self._peer_version) is None:
-            self._peer_version = "1.0"  # unparsable: refused below, answered as ourselves
         self._new_stream_id()
-        self._check_header(header)
+        # The domain is taken first so that even an error header says who we are (§4.9.1.2).
+        self.domain = requested_domain(header, current=self.domain, is_hosted=self._is_hosted)
+        self._peer_from = check_client_header(header, domain=self.domain)
         self._send_header()
         self._events.append(ev.StreamOpened(
             to=self.domain, from_=self._peer_from, version=header.attrs.get("version", ""),
             lang=header.attrs.get(f"{{{NS_XML}}}lang"),
         ))
         self._send_features()
-
-    def _check_header(self, header: StreamHeader) -> None:
-        """RFC 6120 §4.7 and §4.9.3: namespaces, addressing and version of the header."""
-        to = header.attrs.get("to", "")
-        if self.domain and to and to != self.domain:
-            raise StreamError(StreamCondition.HOST_UNKNOWN)  # a restart must keep the domain
-        if not self.domain:
-            try:
-                domain = JID.parse(to).domain if to else ""
-            except InvalidJID:
-                domain = ""
-            if domain and self._is_hosted(domain):
-                self.domain = domain
-        if header.name != "stream" or header.ns != NS_STREAMS:
-            raise StreamError(StreamCondition.INVALID_NAMESPACE, "the root must be <stream> in the streams namespace")
-        if header.namespaces.get("") == NS_STREAMS or "stream" not in header.namespaces:
-            raise StreamError(StreamCondition.BAD_NAMESPACE_PREFIX)
-        if header.namespaces.get("") != NS_CLIENT:
-            raise StreamError(StreamCondition.INVALID_NAMESPACE, "the content namespace must be jabber:client")
-        if not to:
-            # RFC 6120 §4.9.3.7: the header lacks its 'to' address (ejabberd says the same).
-            raise StreamError(StreamCondition.IMPROPER_ADDRESSING, "missing 'to' attribute")
-        if not self.domain:
-            raise StreamError(StreamCondition.HOST_UNKNOWN)
-        sender = header.attrs.get("from")
-        if sender:
-            try:
-                self._peer_from = str(JID.parse(sender))
-            except InvalidJID:
-                raise StreamError(StreamCondition.INVALID_FROM) from None
-        self._check_version(header.attrs.get("version", ""))
-
-    @staticmethod
-    def _check_version(version: str) -> None:
-        # RFC 6120 §4.7.5: we speak 1.x; a missing version means a pre-RFC stream we don't support.
-        major, _, minor = version.partition(".")
-        if not (major.isdigit() and minor.isdigit()) or int(major) != 1:
-            raise StreamError(StreamCondition.UNSUPPORTED_VERSION, "this server speaks XMPP 1.0")
 
     def _send_features(self) -> None:
         features = Element("features", NS_STREAMS)
