@@ -1,4 +1,8 @@
-"""RFC 6121 §4: a client's presence broadcast to its account's resources, and directed presence."""
+"""RFC 6121 §4: a client's presence broadcast to its account's resources, and directed presence (§4.6).
+
+These load no roster: presence stays within the account, except what a client directs.
+Broadcasts to subscribers and probes are in test_presence_subscriptions.py.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.server.harness import ScenarioHarness, expect, xml
-from xmppcore.modules.presence import parse_priority
+from xmppcore.modules import presence as presence_module
+from xmppcore.modules.presence import delay_stamp, parse_priority
 
 
 @pytest.fixture
@@ -157,3 +162,64 @@ async def test_session_available_fires_once_on_initial_presence(h: ScenarioHarne
     await h.send(phone, "<presence/>")
     await h.send(phone, "<presence><show>away</show></presence>")  # an update, not initial
     assert seen == ["alice@localhost/phone"]
+
+
+# -- directed presence (§4.6), which needs no roster ------------------------------------------------
+async def test_directed_presence_is_followed_by_unavailable_presence(h: ScenarioHarness) -> None:
+    alice = await h.online("alice", "phone")
+    bob = await h.online("bob", "pc")
+    await h.send(alice, "<presence to='bob@localhost/pc'><show>chat</show></presence>")
+    bob.take()
+    await h.send(alice, "<presence><show>away</show></presence>")
+    assert bob.take() == []  # §4.6: directed presence brings no later updates...
+    await h.send(alice, "<presence type='unavailable'><status>off</status></presence>")
+    # ...but the unavailable presence follows it (§4.6.3).
+    assert bob.take_xml() == expect(
+        "<presence from='alice@localhost/phone' to='bob@localhost/pc' type='unavailable'><status>off</status></presence>")
+    await h.disconnect(alice)
+    assert bob.take() == []  # once only: the session is no longer available
+
+
+async def test_directed_unavailable_presence_ends_the_directed_presence(h: ScenarioHarness) -> None:
+    alice = await h.online("alice", "phone")
+    bob = await h.online("bob", "pc")
+    await h.send(alice, "<presence to='bob@localhost'/>")
+    await h.send(alice, "<presence to='bob@localhost' type='unavailable'/>")
+    bob.take()
+    await h.disconnect(alice)
+    assert bob.take() == []
+
+
+async def test_directed_presence_from_a_session_never_available_ends_with_it(h: ScenarioHarness) -> None:
+    # §4.6.3 (and RFC 3921 §5.1.4 case 3): the recipient saw the resource; it must see it go.
+    alice = await h.connect("alice", "bot")
+    bob = await h.online("bob", "pc")
+    await h.send(alice, "<presence to='bob@localhost'/>")
+    bob.take()
+    await h.disconnect(alice)
+    assert bob.take_xml() == expect("<presence from='alice@localhost/bot' to='bob@localhost' type='unavailable'/>")
+
+
+async def test_directed_presence_recipients_are_bounded(h: ScenarioHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(presence_module, "MAX_DIRECTED", 2)
+    await h.add_user("carol")
+    await h.add_user("dave")
+    alice = await h.online("alice", "phone")
+    others = [await h.online(name, "pc") for name in ("bob", "carol", "dave")]
+    for other in others:
+        await h.send(alice, f"<presence to='{other.full_jid}'/>")
+    h.clear()
+    await h.disconnect(alice)
+    assert [len(other.take()) for other in others] == [1, 1, 0]  # the third was not remembered
+
+
+async def test_a_probe_to_a_full_jid_is_not_delivered_to_the_resource(h: ScenarioHarness) -> None:
+    alice = await h.online("alice", "phone")
+    await h.online("bob", "pc")
+    await h.send(alice, "<presence to='bob@localhost/pc' type='probe'/>")
+    assert h.quiet()
+
+
+def test_delay_stamp_is_xep_0082_utc() -> None:
+    assert delay_stamp(1031701267.0) == "2002-09-10T23:41:07Z"
+    assert delay_stamp(0.999) == "1970-01-01T00:00:00Z"
