@@ -254,3 +254,25 @@ async def test_a_third_account_is_not_affected(h: ScenarioHarness) -> None:
     await subscribe_and_approve(h, alice, bob)
     await h.send(alice, "<presence to='bob@localhost' type='unsubscribe'/>")
     assert carol.take() == []
+
+
+async def test_a_subscription_flood_from_one_user_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    # Bad input (issue 4): each request adds a roster item (A.2.1); past the roster limit the
+    # request is bounced with policy-violation, nothing is stored and the contact sees nothing.
+    async with ScenarioHarness.running(tmp_path, modules=MODULES, options={"roster": {"max_items": 3}}) as h:
+        for name in ("alice", "c1", "c2", "c3", "c4"):
+            await h.add_user(name)
+        alice = await interested(h, "alice", "phone")
+        victim = await h.online("c4", "pc")
+        for name in ("c1", "c2", "c3"):
+            await h.send(alice, f"<presence to='{name}@localhost' type='subscribe'/>")
+        h.clear()
+        await h.send(alice, "<presence to='c4@localhost' type='subscribe' id='flood'/>")
+        (reply,) = alice.take()
+        assert (reply.name, reply.get("type"), reply.get("id")) == ("presence", "error", "flood")
+        assert any(c.name == "policy-violation" for e in reply.elements() if e.name == "error" for c in e.elements())
+        assert victim.take() == []
+        await h.send(alice, "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>")
+        (roster,) = alice.take()
+        listed = sorted(i.get("jid") or "" for i in next(roster.elements()).elements())
+        assert listed == ["c1@localhost", "c2@localhost", "c3@localhost"]
