@@ -5,17 +5,39 @@ their bare JIDs (RFC 6121 §8.5.1.1).  Features and identities come from what ev
 module declared through ``mod.add_feature`` / ``mod.add_identity``, so the answer always
 matches what is loaded.  Nodes are not supported yet: a query with a node gets
 ``item-not-found``.
+
+An account is described only to those who may see its presence (§8): the account itself, and
+contacts the account has a ``from`` or ``both`` subscription with (read from the roster module,
+``dependency("roster")``, when it is loaded).  Anyone else gets ``service-unavailable`` for
+disco#info, as for an account that does not exist, and an empty disco#items.  The items are the
+account's resources: every bound one for the account itself, the available ones (those its
+presence reveals) for a contact.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
+from xmppcore.jid import JID
 from xmppcore.server.iq import IqRequest
 from xmppcore.server.module_api import IqScope, ModuleContext, Xep
 from xmppcore.stanza.errors import Condition, StanzaError
 from xmppcore.xml.element import Element
 from xmppcore.xml.namespaces import NS_DISCO_INFO, NS_DISCO_ITEMS
 
+if TYPE_CHECKING:
+    from .roster import Roster
+
 PROTOCOL = (Xep(30, "2.5rc3", status="partial"),)
+
+
+async def _shares_presence(mod: ModuleContext, user: JID, contact: JID) -> bool:
+    """True when ``user``'s roster gives ``contact`` a 'from' or 'both' subscription (§8)."""
+    try:
+        roster = cast("Roster", mod.dependency("roster"))
+    except KeyError:
+        return False  # no rosters loaded: no subscriptions
+    return await roster.shares_presence(user, contact)
 
 
 def setup(mod: ModuleContext) -> None:
@@ -43,9 +65,9 @@ def setup(mod: ModuleContext) -> None:
 
     async def account_info(request: IqRequest) -> Element:
         # XEP-0030 §8: without a presence subscription a stranger learns nothing about an
-        # account, not even that it exists. Rosters come later; until then only the account
-        # itself is answered.
-        if request.sender.bare != request.to.bare:
+        # account, not even that it exists.
+        own = request.sender.bare == request.to.bare
+        if not own and not await _shares_presence(mod, request.to, request.sender):
             raise StanzaError(Condition.SERVICE_UNAVAILABLE)
         check_node(request)
         return info(IqScope.ACCOUNT)
@@ -57,11 +79,13 @@ def setup(mod: ModuleContext) -> None:
     async def account_items(request: IqRequest) -> Element:
         check_node(request)
         query = Element("query", NS_DISCO_ITEMS)
-        # XEP-0030 §4.1: an account's connected resources, but only for the account itself
-        # until rosters say who else may see its presence (§8: others get an empty list).
-        if request.sender.bare == request.to.bare:
+        # XEP-0030 §4.1: an account's resources; §8: others than the account and its presence
+        # subscribers get an empty list.  A contact sees only the available resources: a
+        # session that sent no presence (or went unavailable) is invisible to it.
+        own = request.sender.bare == request.to.bare
+        if own or await _shares_presence(mod, request.to, request.sender):
             for session in mod.sessions_of(request.to.bare):
-                if session.jid is not None:
+                if session.jid is not None and (own or session.available):
                     query.add("item", attrs={"jid": str(session.jid)})
         return query
 

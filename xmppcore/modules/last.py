@@ -5,7 +5,9 @@
 - To an account's bare JID (§3), answered by the server on the account's behalf: ``0`` while
   the account has an available resource, otherwise the seconds since it logged out, with the
   status text of its last unavailable presence.  An account whose logout was never recorded
-  gets ``item-not-found``.
+  gets ``item-not-found``.  Only those who may see the account's presence may ask: the account
+  itself and contacts it has a ``from`` or ``both`` subscription with (read from the roster
+  module, ``dependency("roster")``); everyone else gets ``forbidden`` (§3).
 - To a full JID (§4) the query is the client's business: the router delivers it.
 
 "Logged out" is when the account's last available resource stopped being available, the moment
@@ -17,8 +19,9 @@ not recorded yet (``Server.stop`` cancels their close handlers).
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
+from xmppcore.jid import JID
 from xmppcore.server import hooks
 from xmppcore.server.iq import IqRequest
 from xmppcore.server.module_api import IqScope, ModuleContext, Xep
@@ -28,10 +31,12 @@ from xmppcore.stanza.model import PresenceType
 from xmppcore.storage.api import JSONValue, KeyValueStore, StoreKind
 from xmppcore.xml.element import Element
 
+if TYPE_CHECKING:
+    from .roster import Roster
+
 __all__ = ["PROTOCOL", "NS_LAST", "last_query", "setup"]
 
-# Partial: §3 access for contacts with a presence subscription waits for rosters (see below).
-PROTOCOL = (Xep(12, "1.2", status="partial"),)
+PROTOCOL = (Xep(12, "1.2"),)
 NS_LAST = "jabber:iq:last"
 
 # Run before the presence module, which stops the PRESENCE_BROADCAST chain.
@@ -51,6 +56,17 @@ def _record(value: JSONValue) -> tuple[float, str] | None:
     if not isinstance(when, (int, float)) or isinstance(when, bool) or not isinstance(status, str):
         return None
     return float(when), status
+
+
+async def _may_see_presence(mod: ModuleContext, user: JID, requester: JID) -> bool:
+    """True when ``requester`` is ``user`` or a contact ``user`` shares presence with (§3)."""
+    if requester.bare == user.bare:
+        return True
+    try:
+        roster = cast("Roster", mod.dependency("roster"))
+    except KeyError:
+        return False  # no rosters loaded: no subscriptions, only the account itself
+    return await roster.shares_presence(user, requester)
 
 
 def setup(mod: ModuleContext) -> None:
@@ -74,11 +90,9 @@ def setup(mod: ModuleContext) -> None:
         return last_query(mod.now() - started)  # §5: no character data
 
     async def account_last_activity(request: IqRequest) -> Element:
-        if request.sender.bare != request.to.bare:
-            # TODO(rosters): §3 and §8 let those with a presence subscription to the account
-            # see this; until rosters exist only the account itself may.  Everyone else gets
-            # forbidden, which §3 requires for an entity "not authorized to view the user's
-            # presence information".
+        if not await _may_see_presence(mod, request.to, request.sender):
+            # §3: an entity "not authorized to view the user's presence information" (normally
+            # via a presence subscription) gets forbidden.
             raise StanzaError(Condition.FORBIDDEN, "last activity is shared with the account's contacts only")
         if any(session.available for session in mod.sessions_of(request.to.bare)):
             return last_query(0)  # §3: "at least one available resource" -> seconds='0'

@@ -283,8 +283,7 @@ class _Presence:
         if roster is None:
             return  # no rosters, no subscriptions to answer from
         if prober.bare != user:
-            item = await roster.item(user, prober.bare)
-            if item is None or not item.listed or not item.state.from_:
+            if not await roster.shares_presence(user, prober):
                 # §4.3.2 item 1: from the bare JID, "since specifying a full JID would constitute
                 # a presence leak".
                 await self._mod.route(_presence("unsubscribed", user, prober.bare, probe.get("id")))

@@ -8,7 +8,8 @@ the server (§2.1.2) and are ignored in a roster set.  Versions are opaque strin
 roster get carrying the current version gets an empty result, any other the whole roster.
 
 The roster also answers presence subscription stanzas (RFC 6121 §3) through the pure table of
-:mod:`xmppcore.modules.subscription`; see :mod:`xmppcore.modules.roster_subscriptions`.
+:mod:`xmppcore.modules.subscription`; see :mod:`xmppcore.modules.roster_subscriptions`.  It
+supports pre-approvals and advertises them as a stream feature (§3.4).
 Other modules reach a host's rosters through ``mod.dependency("roster")`` (a :class:`Roster`).
 """
 
@@ -33,10 +34,13 @@ from xmppcore.xml.namespaces import NS_CLIENT, NS_ROSTER
 from .roster_store import RosterItem, RosterStore
 from .roster_subscriptions import register_subscriptions
 
-__all__ = ["PROTOCOL", "NS_ROSTER_VER", "Options", "RosterUpdate", "parse_roster_set", "Roster", "setup"]
+__all__ = [
+    "PROTOCOL", "NS_ROSTER_VER", "NS_PRE_APPROVAL", "Options", "RosterUpdate", "parse_roster_set", "Roster", "setup",
+]
 
 PROTOCOL = (Rfc(6121, "2"),)
 NS_ROSTER_VER = "urn:xmpp:features:rosterver"
+NS_PRE_APPROVAL = "urn:xmpp:features:pre-approval"
 
 _SUBSCRIPTION_VALUES = frozenset({"none", "to", "from", "both", "remove"})
 
@@ -122,6 +126,15 @@ class Roster:
     async def item(self, user: JID, contact: JID) -> RosterItem | None:
         """``contact``'s record in ``user``'s roster, listed or not."""
         return await self.store.get(user.local, contact)
+
+    async def shares_presence(self, user: JID, contact: JID) -> bool:
+        """RFC 6121 §2.1.2.5: ``user``'s roster gives ``contact`` a 'from' or 'both' subscription.
+
+        The one rule behind presence broadcasts, probe answers, last activity (XEP-0012 §3)
+        and what account disco tells contacts (XEP-0030 §8).
+        """
+        item = await self.item(user.bare, contact.bare)
+        return item is not None and item.listed and item.state.from_
 
     async def items(self, user: JID) -> list[RosterItem]:
         """The roster a client sees."""
@@ -233,5 +246,7 @@ def setup(mod: ModuleContext) -> None:
     mod.hook(hooks.ACCOUNT_DELETED, forget_account)
     if options.versioning:
         mod.add_stream_feature(Element("ver", NS_ROSTER_VER))
+    # RFC 6121 §3.4: a server that supports pre-approvals "MUST advertise" this stream feature.
+    mod.add_stream_feature(Element("sub", NS_PRE_APPROVAL))
     register_subscriptions(mod, roster)
     mod.export(roster)
