@@ -2,7 +2,8 @@
 
 A scenario file holds ``[[scenario]]`` tables (``scenarios/README.md`` documents the format).
 Loading validates everything that can be checked without a server: keys (typos are errors,
-with a suggestion), client names, placeholders, that every XML text is well-formed, and that
+with a suggestion), client names, placeholders (a ``{=name}`` capture in an ``expect`` pattern
+makes ``{name}`` known to the steps after it), that every XML text is well-formed, and that
 every stream or SASL condition is one RFC 6120 defines.  Errors name file, scenario and step.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from .steps import (
 
 __all__ = [
     "ScenarioError", "LoggedInClient", "RawClientSpec", "ClientSpec", "DiffersOn", "Scenario",
-    "ACCOUNTS", "TARGET_NAMES", "FIXED_PLACEHOLDERS", "substitute", "placeholders_in",
+    "ACCOUNTS", "TARGET_NAMES", "FIXED_PLACEHOLDERS", "substitute", "placeholders_in", "captures_in",
     "load_file", "load_scenarios",
 ]
 
@@ -38,6 +39,8 @@ FIXED_PLACEHOLDERS = frozenset({
 CLIENT_SUFFIXES = ("", "_full", "_resource")
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([a-z][a-z0-9_]*)\}")
+_CAPTURE = re.compile(r"\{\{|\}\}|\{=([^{}]*)\}")  # what looks like a capture; the name is checked
+_CAPTURE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _CLIENT_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _SCENARIO_KEYS = ("name", "spec", "description", "differs_on", "clients", "steps")
@@ -106,6 +109,11 @@ def placeholders_in(text: str) -> set[str]:
     return {m.group(1) for m in _PLACEHOLDER.finditer(text) if m.group(1)}
 
 
+def captures_in(text: str) -> list[str]:
+    """The names captured by ``{=name}`` in ``text``, in order, as written (checked by the loader)."""
+    return [m.group(1) for m in _CAPTURE.finditer(text) if m.group(1) is not None]
+
+
 def substitute(text: str, values: Mapping[str, str], *, escape: bool = True) -> str:
     """Replace ``{name}`` by its value (XML-escaped unless ``escape`` is false); ``{{``/``}}`` by braces.
 
@@ -172,9 +180,15 @@ def _scenario(table: Any, path: Path, where: str) -> Scenario:
     if not isinstance(raw_steps, list) or not raw_steps:
         raise ScenarioError(f"{where}: steps must be a non-empty array of tables")
     known = _known_placeholders(clients)
-    steps = tuple(_step(s, i, names, known, f"{where}: step {i}") for i, s in enumerate(raw_steps, 1))
+    steps: list[Step] = []
+    captured: set[str] = set()
+    for i, raw_step in enumerate(raw_steps, 1):
+        at = f"{where}: step {i}"
+        step = _step(raw_step, i, names, known | captured, at)
+        captured |= _step_captures(step, known, at)
+        steps.append(step)
     differs = _differs_on(table.get("differs_on", []), where)
-    return Scenario(f"{path.stem}/{name}", name, spec, description, path, clients, steps, differs)
+    return Scenario(f"{path.stem}/{name}", name, spec, description, path, clients, tuple(steps), differs)
 
 
 def _clients(table: Any, where: str) -> tuple[ClientSpec, ...]:
@@ -251,6 +265,8 @@ def _step(table: Any, index: int, clients: tuple[str, ...], known: frozenset[str
         raise ScenarioError(f"{at}: client must name one of the scenario's clients {list(clients)}")
     _check_keys(table, ("client", kind, *STEP_KINDS[kind]), at)
     _check_placeholders(table, known, at)
+    if kind != "expect" and any(captures_in(text) for text in _strings(table)):
+        raise ScenarioError(f"{at}: captures ({{=name}}) belong in expect patterns, not in {kind}")
     try:
         return _build_step(kind, table[kind], table, index, client, at)
     except PatternError as exc:
@@ -325,17 +341,39 @@ def _check_keys(table: Mapping[str, Any], allowed: Iterable[str], at: str) -> No
             raise ScenarioError(f"{at}: unknown key {key!r}{hint}")
 
 
-def _check_placeholders(value: Any, known: frozenset[str], at: str) -> None:
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a step's TOML value, however deep in tables and arrays."""
     if isinstance(value, str):
-        unknown = placeholders_in(value) - known
+        yield value
+    elif isinstance(value, dict | list):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _strings(item)
+
+
+def _check_placeholders(value: Any, known: frozenset[str], at: str) -> None:
+    for text in _strings(value):
+        unknown = placeholders_in(text) - known
         if unknown:
             raise ScenarioError(f"{at}: unknown placeholder(s) {sorted(unknown)}; known: {sorted(known)}")
-    elif isinstance(value, dict):
-        for item in value.values():
-            _check_placeholders(item, known, at)
-    elif isinstance(value, list):
-        for item in value:
-            _check_placeholders(item, known, at)
+
+
+def _step_captures(step: Step, known: frozenset[str], at: str) -> set[str]:
+    """The names an expect step captures, for the steps after it (captured again: overwritten)."""
+    if not isinstance(step, Expect):
+        return set()
+    names = [name for pattern in step.patterns for name in captures_in(pattern)]
+    for name in names:
+        if not _CAPTURE_NAME.fullmatch(name):
+            raise ScenarioError(f"{at}: capture {{={name}}}: a name is a lower-case identifier")
+        if name in known:
+            raise ScenarioError(f"{at}: capture {{={name}}} would hide the placeholder {{{name}}}")
+    # Within one pattern a repeated name means "the same value"; across the patterns of one
+    # step, which element each pattern meets is not fixed, so the value would be ambiguous.
+    per_pattern = [name for pattern in step.patterns for name in set(captures_in(pattern))]
+    repeated = sorted({name for name in per_pattern if per_pattern.count(name) > 1})
+    if repeated:
+        raise ScenarioError(f"{at}: capture(s) {repeated} appear in more than one pattern of the step")
+    return set(names)
 
 
 def _dummy(text: str) -> str:

@@ -100,6 +100,7 @@ class ScenarioRun:
         self.token = secrets.token_hex(3)  # {run}: makes resources and ids unique to this run
         self.transcript: Transcript = []
         self.clients: dict[str, ScenarioClient] = {}
+        self.captured: dict[str, str] = {}  # {=name} captures of earlier expect steps, as {name}
         self.where = "setup"
 
     # -- placeholders --------------------------------------------------------------------------
@@ -115,6 +116,7 @@ class ScenarioRun:
                 values[f"{name}_full"] = str(client.jid)
             elif isinstance(client.spec, LoggedInClient):
                 values[name] = f"{client.spec.account}@{self.endpoint.domain}"
+        values.update(self.captured)  # the loader keeps capture names apart from the others
         return values
 
     def substitute(self, text: str, *, escape: bool = True) -> str:

@@ -18,7 +18,7 @@ from xmppcore.xml.parser import StreamFooter
 
 from ..integration.rawclient import ConnectionEnded, best_scram
 from .client import ScenarioClient, StepFailed, describe_event
-from .matcher import explain, render, wildcard_equal
+from .matcher import Mismatch, explain, match_captures, render, wildcard_equal
 from .matcher import match as match_pattern
 from .steps import (
     Authenticate, Bind, Expect, ExpectClosed, ExpectFeatures, ExpectHeader, ExpectNothing, ExpectSaslFailure,
@@ -101,7 +101,8 @@ def _raw_bytes(text: str) -> bytes:
 
 # -- stanzas -----------------------------------------------------------------------------------
 async def _expect(run: ScenarioRun, client: ScenarioClient, step: Expect) -> None:
-    """Each pattern must be matched by a distinct element, in any order."""
+    """Each pattern must be matched by a distinct element, in any order; what the ``{=name}``
+    captures of a matched pattern stood for becomes ``{name}`` for the steps after this one."""
     remaining = [run.pattern(p) for p in step.patterns]
     deadline = run.deadline(step.timeout)
     ignored: list[Element] = []
@@ -112,14 +113,26 @@ async def _expect(run: ScenarioRun, client: ScenarioClient, step: Expect) -> Non
             raise StepFailed(_waited(remaining, ignored, step.timeout)) from None
         if not isinstance(event, Element):
             raise StepFailed(f"the stream ended ({describe_event(event)}) while waiting for\n{_list(remaining)}")
-        hit = next((p for p in remaining if match_pattern(p, event, exact=step.exact) is None), None)
+        hit = _first_match(remaining, event, step.exact)
         if hit is not None:
-            remaining.remove(hit)
+            pattern, captures = hit
+            remaining.remove(pattern)
+            for name, value in captures.items():
+                client.log(f"captured {{{name}}} = {value!r}")
+            run.captured.update(captures)
         elif client.ignorable(event) or step.skip_others:
             ignored.append(event)
         else:
             closest = _closest(remaining, event, step)
             raise StepFailed("an element arrived that matches no expected pattern\n" + closest)
+
+
+def _first_match(patterns: list[Element], element: Element, exact: bool) -> tuple[Element, dict[str, str]] | None:
+    for pattern in patterns:
+        result = match_captures(pattern, element, exact=exact)
+        if not isinstance(result, Mismatch):
+            return pattern, result
+    return None
 
 
 def _closest(patterns: list[Element], element: Element, step: Expect) -> str:

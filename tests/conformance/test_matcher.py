@@ -6,7 +6,9 @@ import pytest
 
 from xmppcore.xml.namespaces import NS_CLIENT, NS_STANZA_ERRORS, NS_STREAMS
 
-from .matcher import PatternError, explain, match, parse_fragment, parse_pattern, wildcard_equal
+from .matcher import (
+    Mismatch, PatternError, explain, match, match_captures, parse_fragment, parse_pattern, wildcard_equal,
+)
 
 
 def _why(expected: str, received: str, *, exact: bool = False) -> str | None:
@@ -92,6 +94,61 @@ def test_pretty_printed_patterns_match_compact_elements() -> None:
     received = (f"<iq type='error' id='1'><error type='cancel'><service-unavailable xmlns='{NS_STANZA_ERRORS}'/>"
                 "</error></iq>")
     assert _why(expected, received) is None
+
+
+# -- captures ----------------------------------------------------------------------------------
+def _captures(expected: str, received: str, *, exact: bool = False) -> dict[str, str] | str:
+    result = match_captures(parse_pattern(expected), parse_pattern(received), exact=exact)
+    return str(result) if isinstance(result, Mismatch) else result
+
+
+def test_a_capture_matches_any_value_and_returns_it() -> None:
+    assert _captures("<query xmlns='jabber:iq:roster' ver='{=ver}'/>",
+                     "<query xmlns='jabber:iq:roster' ver='v-17'/>") == {"ver": "v-17"}
+    assert _captures("<query xmlns='q' ver='{=ver}'/>", "<query xmlns='q' ver=''/>") == {"ver": ""}
+    assert _captures("<iq type='result'/>", "<iq type='result'/>") == {}
+
+
+def test_a_capture_may_sit_inside_a_value_with_wildcards_and_in_text() -> None:
+    assert _captures("<iq to='alice@localhost/{=res}' id='*-{=n}'/>",
+                     "<iq to='alice@localhost/phone-1' id='a-b-7'/>") == {"res": "phone-1", "n": "7"}
+    assert _captures("<body>code: {=code}</body>", "<body> code: 42 </body>") == {"code": "42"}
+
+
+def test_a_capture_still_needs_the_attribute_and_the_rest_of_the_value() -> None:
+    assert _captures("<query xmlns='q' ver='{=ver}'/>", "<query xmlns='q'/>") == (
+        "at query: missing attribute ver='{=ver}'")
+    assert _captures("<iq to='alice@localhost/{=res}'/>", "<iq to='bob@localhost/phone'/>") == (
+        "at iq: attribute to: expected 'alice@localhost/{=res}', got 'bob@localhost/phone'")
+
+
+def test_captures_come_from_children_at_any_depth() -> None:
+    expected = "<iq><query xmlns='q' ver='{=ver}'><item jid='{=contact}'/></query></iq>"
+    received = "<iq><query xmlns='q' ver='3'><item jid='nurse@localhost'/></query></iq>"
+    assert _captures(expected, received) == {"ver": "3", "contact": "nurse@localhost"}
+
+
+def test_a_name_captured_twice_in_one_pattern_must_stand_for_the_same_value() -> None:
+    same = "<iq id='{=x}'><query xmlns='q' ver='{=x}'/></iq>"
+    assert _captures(same, "<iq id='7'><query xmlns='q' ver='7'/></iq>") == {"x": "7"}
+    assert _captures(same, "<iq id='7'><query xmlns='q' ver='8'/></iq>") == (
+        "at iq/query: attribute ver: expected '{=x}', got '8' (captured earlier in this pattern: {=x} = '7')")
+    assert _captures("<a v='{=x}-{=x}'/>", "<a v='1-1'/>") == {"x": "1"}
+    assert not isinstance(_captures("<a v='{=x}-{=x}'/>", "<a v='1-2'/>"), dict)
+
+
+def test_children_are_assigned_so_that_captures_agree() -> None:
+    # The first <item> the backtracking tries for {=x} is 'a', which the second child cannot
+    # match; the assignment that works captures 'b' in both.
+    expected = "<q xmlns='q'><item jid='{=x}'/><other jid='{=x}'/></q>"
+    assert _captures(expected, "<q xmlns='q'><item jid='a'/><item jid='b'/><other jid='b'/></q>") == {"x": "b"}
+    why = _captures(expected, "<q xmlns='q'><item jid='a'/><other jid='b'/></q>")
+    assert isinstance(why, str) and "with the same value for each capture" in why
+
+
+def test_match_ignores_captures_but_not_their_constraints() -> None:
+    assert match(parse_pattern("<a v='{=x}'/>"), parse_pattern("<a v='1'/>")) is None
+    assert match(parse_pattern("<a v='{=x}' w='{=x}'/>"), parse_pattern("<a v='1' w='2'/>")) is not None
 
 
 # -- what does not, and why ---------------------------------------------------------------------

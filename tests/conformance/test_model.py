@@ -8,7 +8,7 @@ import pytest
 
 from xmppcore.stanza.errors import SaslCondition, StreamCondition
 
-from .model import LoggedInClient, RawClientSpec, ScenarioError, load_file, load_scenarios, substitute
+from .model import LoggedInClient, RawClientSpec, ScenarioError, captures_in, load_file, load_scenarios, substitute
 from .steps import Authenticate, Bind, Expect, ExpectNothing, ExpectStreamError, OpenStream, Send
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -87,6 +87,49 @@ def test_substitute_escapes_for_xml_and_keeps_doubled_braces() -> None:
     assert substitute("{x}", {"x": "<"}, escape=False) == "<"
     with pytest.raises(KeyError):
         substitute("{y}", {})
+
+
+def test_captures_in_finds_capture_names_but_not_doubled_braces() -> None:
+    assert captures_in("<q ver='{=ver}' id='{=n}-{x}'/>") == ["ver", "n"]
+    assert captures_in("<q ver='{{=ver}}'/>") == []
+    assert captures_in("<q ver='{=Bad Name}'/>") == ["Bad Name"]  # reported by the loader
+
+
+def test_a_capture_makes_its_name_a_placeholder_for_later_steps(tmp_path: Path) -> None:
+    steps = """
+      { send = "<iq type='get' id='a'><query xmlns='jabber:iq:roster' ver=''/></iq>" },
+      { expect = "<iq type='result' id='a'><query xmlns='jabber:iq:roster' ver='{=ver}'/></iq>" },
+      { send = "<iq type='get' id='b'><query xmlns='jabber:iq:roster' ver='{ver}'/></iq>" },
+      { expect = "<iq type='result' id='b'><query xmlns='jabber:iq:roster' ver='{=ver}'/></iq>" },
+      { send = "<iq type='get' id='c'><query xmlns='jabber:iq:roster' ver='{ver}'/></iq>" },"""
+    [scenario] = load_file(_write(tmp_path, _one("clients.alice = {}", steps)))
+    assert isinstance(scenario.steps[2], Send) and "{ver}" in scenario.steps[2].text
+
+
+@pytest.mark.parametrize(("steps", "message"), [
+    # used before (or in) the step that captures it
+    ("{ send = \"<iq ver='{ver}'/>\" },\n{ expect = \"<iq ver='{=ver}'/>\" }", "unknown placeholder(s) ['ver']"),
+    ("{ expect = \"<iq ver='{=ver}' id='{ver}'/>\" }", "unknown placeholder(s) ['ver']"),
+    # only expect patterns capture
+    ("{ send = \"<iq ver='{=ver}'/>\" }", "captures ({=name}) belong in expect patterns, not in send"),
+    ("{ expect_features = \"<stream:features ver='{=v}'/>\" }", "not in expect_features"),
+    # names
+    ("{ expect = \"<iq ver='{=Ver}'/>\" }", "capture {=Ver}: a name is a lower-case identifier"),
+    ("{ expect = \"<iq from='{=alice_full}'/>\" }", "would hide the placeholder {alice_full}"),
+    ("{ expect = \"<iq from='{=domain}'/>\" }", "would hide the placeholder {domain}"),
+    ("{ expect = [\"<iq id='{=x}'/>\", \"<message id='{=x}'/>\"] }", "appear in more than one pattern"),
+])
+def test_capture_mistakes_are_reported(tmp_path: Path, steps: str, message: str) -> None:
+    error = _error(tmp_path, _one("clients.alice = {}", steps))
+    assert message in error
+    assert "scenario 'x'" in error
+
+
+def test_a_name_may_be_captured_twice_in_one_pattern_and_again_later(tmp_path: Path) -> None:
+    steps = """{ expect = "<iq id='{=x}'><query xmlns='q' ver='{=x}'/></iq>" },
+      { expect = "<iq id='{=x}'/>" },"""
+    [scenario] = load_file(_write(tmp_path, _one("clients.alice = {}", steps)))
+    assert len(scenario.steps) == 2
 
 
 @pytest.mark.parametrize(("clients", "steps", "message"), [
