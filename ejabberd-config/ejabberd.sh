@@ -63,6 +63,9 @@ start() {
         register_accounts
         return 0
     fi
+    # Every start begins from an empty database, so no run inherits rosters, offline messages
+    # or blocks that an earlier (perhaps interrupted) run left behind.
+    rm -rf "$RUN_DIR/spool"
     layout
     ctl start
     # 'started' blocks until the node is up (about 5 s); the listener follows right after.
