@@ -372,11 +372,28 @@ def test_the_example_file_loads_and_shows_the_defaults() -> None:
         assert re.search(rf"^{re.escape(key.rpartition('.')[2])} = ", text, re.MULTILINE), key
 
 
+def module_options() -> list[tuple[str, object]]:
+    """``modules.<name>.<field>`` and its default, for every module that takes options."""
+    import importlib
+    import pkgutil
+
+    import xmppcore.modules
+
+    found = []
+    for info in pkgutil.iter_modules(xmppcore.modules.__path__):
+        module = importlib.import_module(f"xmppcore.modules.{info.name}")
+        options = getattr(module, "Options", None)
+        if options is not None and hasattr(module, "setup"):
+            found += [(f"modules.{info.name}.{f.name}", f.default) for f in dataclasses.fields(options)]
+    return found
+
+
 def test_the_reference_documents_every_option_with_its_default() -> None:
     rows = {match[1]: match[2] for match in re.finditer(
         r"^\| `([a-z0-9_.]+)` \| [^|]+ \| `([^`]*)` \|", (REPO / "docs" / "config.md").read_text(), re.MULTILINE)}
-    options = dict(all_options())
+    options = dict(all_options()) | dict(module_options())
     assert set(rows) == set(options)
     for key, default in options.items():
         documented = tomllib.loads(f"value = {rows[key]}")["value"]
         assert (tuple(documented) if isinstance(documented, list) else documented) == default, key
+
