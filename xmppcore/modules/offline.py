@@ -33,14 +33,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import enum
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import cast
 
 from xmppcore.modules.message import deliverable
 from xmppcore.server import hooks
-from xmppcore.server.module_api import ModuleContext, Rfc, Xep
+from xmppcore.server.module_api import KeyedLock, ModuleContext, Rfc, Xep
 from xmppcore.server.sessions import Session
 from xmppcore.stanza.errors import Condition, StreamError
 from xmppcore.stanza.model import MessageType
@@ -134,26 +132,12 @@ def decode_stanza(value: JSONValue) -> Element | None:
 
 
 # -- per-account serialisation -----------------------------------------------------------------------
-class _AccountQueues:
+class _AccountQueues(KeyedLock):
     """Per account: a lock held while storing or delivering, and the delivery in progress."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        super().__init__()
         self.flushing: dict[str, asyncio.Event] = {}  # set when that account's delivery ends
-
-    @asynccontextmanager
-    async def locked(self, user: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(user, (asyncio.Lock(), 0))
-        self._locks[user] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[user]
-            if users == 1:
-                del self._locks[user]  # nobody else holds or waits: keep the table small
-            else:
-                self._locks[user] = (lock, users - 1)
 
     async def wait_for_delivery(self, user: str) -> None:
         """Return once no delivery of ``user``'s stored messages is under way."""

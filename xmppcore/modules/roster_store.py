@@ -12,14 +12,13 @@ records are neither returned in the roster nor counted against its size.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xmppcore.jid import JID, InvalidJID
+from xmppcore.server.module_api import KeyedLock
 from xmppcore.storage.api import JSONValue, KeyValueStore, MapStore, StorageError
 from xmppcore.xml.element import Element
 from xmppcore.xml.namespaces import NS_ROSTER
@@ -101,22 +100,11 @@ class RosterStore:
 
     items: MapStore
     versions: KeyValueStore
-    _locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
+    _locks: KeyedLock = field(default_factory=KeyedLock)
 
-    @asynccontextmanager
-    async def locked(self, user: str) -> AsyncIterator[None]:
+    def locked(self, user: str) -> AbstractAsyncContextManager[None]:
         """Serialise read-modify-write of ``user``'s roster (two resources may race)."""
-        lock, users = self._locks.get(user, (asyncio.Lock(), 0))
-        self._locks[user] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[user]
-            if users == 1:
-                del self._locks[user]
-            else:
-                self._locks[user] = (lock, users - 1)
+        return self._locks.locked(user)
 
     async def get(self, user: str, contact: JID) -> RosterItem | None:
         doc = await self.items.get(user, str(contact))

@@ -23,13 +23,14 @@ from ..xml.element import Element
 from .hooks import Handler, Hook
 from .host import DiscoRegistry, Host, Identity
 from .iq import IqHandler, IqScope
+from .keyed_lock import KeyedLock
 
 if TYPE_CHECKING:
     from .app import Server
     from .auth import AccountManager
     from .sessions import Session
 
-__all__ = ["ModuleContext", "Xep", "Rfc", "IqScope", "IqType"]
+__all__ = ["ModuleContext", "Xep", "Rfc", "IqScope", "IqType", "KeyedLock"]
 
 E = TypeVar("E")
 
