@@ -294,3 +294,23 @@ async def test_a_message_to_the_server_domain(h: ScenarioHarness, kind: str, ans
         assert replies[0].get("from") == "localhost"
     else:
         assert replies == []
+
+
+# -- filters fail closed -----------------------------------------------------------------------------
+@pytest.mark.parametrize("hook", [hooks.FILTER_FROM_CLIENT, hooks.FILTER_TO_ACCOUNT])
+async def test_a_crashing_filter_lets_nothing_through_and_tells_the_sender(
+        h: ScenarioHarness, hook: hooks.Hook[hooks.StanzaEvent]) -> None:
+    # A check that cannot run (a blocking list whose storage is down) must not deliver the
+    # stanza as if it had passed; the sender learns it did not go through.
+    alice = await h.online("alice", "phone")
+    bob = await h.online("bob", "pc")
+
+    async def broken(event: hooks.StanzaEvent) -> hooks.Handled | None:
+        raise RuntimeError("storage is down")
+
+    h.host().bus.add(hook, broken)
+    await h.send(alice, "<message to='bob@localhost' type='chat' id='m1'><body>hi</body></message>")
+    assert bob.take() == []
+    assert error_of(alice.take_one()) == ("cancel", "internal-server-error")
+    await h.send(alice, "<iq to='bob@localhost/pc' type='result' id='r1'/>")
+    assert bob.take() == [] and alice.take() == []  # a response is never answered

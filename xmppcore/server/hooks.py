@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .sessions import Session
 
 __all__ = [
-    "Handled", "Hook", "EventBus", "StanzaEvent", "SessionEvent", "AccountEvent", "RegistrationEvent",
+    "Handled", "Hook", "HookFailed", "EventBus", "StanzaEvent", "SessionEvent", "AccountEvent", "RegistrationEvent",
     "MESSAGE_BARE", "MESSAGE_FULL", "MESSAGE_HOST", "PRESENCE_BARE", "PRESENCE_FULL",
     "PRESENCE_HOST", "PRESENCE_BROADCAST", "SESSION_BOUND", "SESSION_AVAILABLE", "SESSION_CLOSED",
     "FILTER_FROM_CLIENT", "FILTER_TO_ACCOUNT", "ACCOUNT_DELETED", "REGISTRATION_REQUESTED",
@@ -42,9 +42,19 @@ E = TypeVar("E")
 
 @dataclass(frozen=True, slots=True)
 class Hook(Generic[E]):
-    """A named, typed extension point."""
+    """A named, typed extension point.
+
+    A ``fail_closed`` hook guards something (a filter): when one of its handlers crashes,
+    :meth:`EventBus.fire` raises :class:`HookFailed` instead of carrying on, so a broken or
+    unreachable check never lets a stanza through by accident.
+    """
 
     name: str
+    fail_closed: bool = False
+
+
+class HookFailed(Exception):
+    """A handler of a fail-closed hook crashed; the caller must not proceed as if it passed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +106,10 @@ PRESENCE_HOST: Hook[StanzaEvent] = Hook("presence/host")
 # Presence a client sends without 'to' (RFC 6121 §4.2, §4.5): broadcast by the presence module.
 PRESENCE_BROADCAST: Hook[StanzaEvent] = Hook("presence/broadcast")
 # Every stanza a local client sends, after 'from' is stamped and before routing.
-FILTER_FROM_CLIENT: Hook[StanzaEvent] = Hook("filter/from-client")
+FILTER_FROM_CLIENT: Hook[StanzaEvent] = Hook("filter/from-client", fail_closed=True)
 # Every stanza routed to a local account (bare or full JID), whoever sent it, before the router
 # classifies it: blocking (XEP-0191) refuses stanzas here in both directions.
-FILTER_TO_ACCOUNT: Hook[StanzaEvent] = Hook("filter/to-account")
+FILTER_TO_ACCOUNT: Hook[StanzaEvent] = Hook("filter/to-account", fail_closed=True)
 SESSION_BOUND: Hook[SessionEvent] = Hook("session/bound")
 # A session sent its initial presence (RFC 6121 §4.2): fired by the presence module after the
 # broadcast; offline delivery (XEP-0160) and pending subscription requests hang off it.
@@ -146,9 +156,11 @@ class EventBus:
         for entry in tuple(self._handlers.get(hook.name, ())):
             try:
                 outcome = await entry.handler(event)
-            except Exception:
+            except Exception as exc:
                 # One broken module must not take the stanza path down with it.
                 log.exception("handler for %s failed", hook.name)
+                if hook.fail_closed:
+                    raise HookFailed(hook.name) from exc
                 continue
             if outcome is Handled.STOP:
                 return True

@@ -64,7 +64,12 @@ class Router:
         host = self._hosts.get(full.domain)
         if host is not None:
             event = hooks.StanzaEvent(stamped, full, to, session)
-            if await host.bus.fire(hooks.FILTER_FROM_CLIENT, event):
+            try:
+                if await host.bus.fire(hooks.FILTER_FROM_CLIENT, event):
+                    return
+            except hooks.HookFailed:
+                # A check could not run (e.g. storage is down): refuse rather than guess.
+                self._reply_error(session, stamped, Condition.INTERNAL_SERVER_ERROR)
                 return
             if stanza.name == "presence" and target is None:
                 await host.bus.fire(hooks.PRESENCE_BROADCAST, event)
@@ -80,8 +85,8 @@ class Router:
         return jid == full or jid == full.bare
 
     def _reply_error(self, session: Session, stanza: Element, condition: Condition) -> None:
-        if stanza.get("type") == "error":
-            return
+        if stanza.get("type") == "error" or (stanza.name == "iq" and stanza.get("type") == "result"):
+            return  # RFC 6120 §8.3.1, §8.2.3: responses are never answered
         reply = error_reply(stanza, StanzaError(condition))
         reply.attrs.pop("from", None)  # the server answers; its origin is implicit
         reply.attrs["to"] = str(session.full_jid)
@@ -102,9 +107,17 @@ class Router:
         event = hooks.StanzaEvent(stanza, sender, to, origin)
         if not to.local:
             await self._to_host(host, event)
-        elif await host.bus.fire(hooks.FILTER_TO_ACCOUNT, event):
             return
-        elif to.resource:
+        try:
+            if await host.bus.fire(hooks.FILTER_TO_ACCOUNT, event):
+                return
+        except hooks.HookFailed:
+            if stanza.get("type") != "error":
+                # Fail closed: nobody gets it, and the sender hears it did not go through.
+                await self.bounce(stanza, sender, to, Condition.INTERNAL_SERVER_ERROR)
+                return
+            # An error (such as that very bounce) carries nothing new: let it reach its sender.
+        if to.resource:
             await self._to_full(host, event)
         else:
             await self._to_bare(host, event)
