@@ -31,7 +31,6 @@ Not yet: delivery when an available session raises a negative priority to a non-
 from __future__ import annotations
 
 import asyncio
-import datetime
 import enum
 from dataclasses import dataclass
 from typing import cast
@@ -40,6 +39,7 @@ from xmppcore.modules.message import deliverable
 from xmppcore.server import hooks
 from xmppcore.server.module_api import KeyedLock, ModuleContext, Rfc, Xep
 from xmppcore.server.sessions import Session
+from xmppcore.stanza.datetime_profile import utc_datetime
 from xmppcore.stanza.errors import Condition, StreamError
 from xmppcore.stanza.model import MessageType
 from xmppcore.storage.api import ArchiveItem, ArchiveStore, JSONValue, StorageError, StoreKind
@@ -101,8 +101,7 @@ def _is_content(child: Element) -> bool:
 # -- XEP-0203 --------------------------------------------------------------------------------------
 def delay_stamp(when: float) -> str:
     """XEP-0082 DateTime in UTC with milliseconds: ``2002-09-10T23:08:25.000Z``."""
-    moment = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return utc_datetime(when)
 
 
 def with_delay(stanza: Element, domain: str, when: float) -> Element:

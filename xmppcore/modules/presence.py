@@ -31,13 +31,13 @@ cross servers).
 
 from __future__ import annotations
 
-import datetime
 from typing import TYPE_CHECKING, cast
 
 from xmppcore.jid import JID
 from xmppcore.server import hooks
 from xmppcore.server.module_api import ModuleContext, Rfc, Xep
 from xmppcore.server.sessions import Session
+from xmppcore.stanza.datetime_profile import utc_datetime
 from xmppcore.stanza.errors import StreamError
 from xmppcore.stanza.model import PresenceType
 from xmppcore.storage.api import JSONValue, KeyValueStore, StorageError, StoreKind
@@ -80,7 +80,7 @@ def addressed(presence: Element, sender: Session, recipient: Session) -> Element
 
 def delay_stamp(when: float) -> str:
     """XEP-0082 DateTime in UTC, to the second: ``2002-09-10T23:41:07Z`` (XEP-0203 'stamp')."""
-    return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_datetime(when, milliseconds=False)
 
 
 def _readdressed(stanza: Element, sender: JID, to: JID) -> Element:

@@ -6,6 +6,7 @@ import datetime
 
 from xmppcore.server.iq import IqRequest
 from xmppcore.server.module_api import ModuleContext, Xep
+from xmppcore.stanza.datetime_profile import utc_datetime
 from xmppcore.xml.element import Element
 from xmppcore.xml.namespaces import NS_TIME
 
@@ -19,8 +20,7 @@ def format_time(now: float) -> tuple[str, str]:
     minutes = int(offset.total_seconds() // 60)
     sign = "+" if minutes >= 0 else "-"
     tzo = f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-    utc = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
-    return tzo, utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return tzo, utc_datetime(now)
 
 
 def setup(mod: ModuleContext) -> None:
