@@ -42,6 +42,11 @@ def import_module(name: str) -> types.ModuleType:
     return module
 
 
+def _short_name(module: types.ModuleType) -> str:
+    """``xmppcore.modules.roster`` -> ``roster``: the name used in the configuration."""
+    return module.__name__.rsplit(".", 1)[1]
+
+
 def module_order(names: Iterable[str]) -> list[types.ModuleType]:
     """The enabled modules plus their dependencies, each after what it depends on."""
     ordered: list[types.ModuleType] = []
@@ -81,13 +86,12 @@ def validate_modules(
     """Each module to load, in order, with its validated options; raises on any problem."""
     names = list(names)
     ordered = module_order(names)
-    loaded = {m.__name__.rsplit(".", 1)[1] for m in ordered}
+    loaded = {_short_name(m) for m in ordered}
     for name in options:
         if name not in loaded:
             raise ConfigError(source, f"modules.{name}", "options for a module that is not enabled")
     return [
-        (module, _options(module, module.__name__.rsplit(".", 1)[1],
-                          options.get(module.__name__.rsplit(".", 1)[1], {}), source))
+        (module, _options(module, _short_name(module), options.get(_short_name(module), {}), source))
         for module in ordered
     ]
 
@@ -100,7 +104,7 @@ def load_modules(
     prepared = validate_modules(names, options, source=source)
     try:
         for module, module_options in prepared:
-            name = module.__name__.rsplit(".", 1)[1]
+            name = _short_name(module)
             ctx = ModuleContext(name, host, server, module_options)
             host.modules[name] = ctx
             module.setup(ctx)
