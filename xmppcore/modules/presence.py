@@ -39,7 +39,7 @@ from xmppcore.server.module_api import ModuleContext, Rfc, Xep
 from xmppcore.server.sessions import Session
 from xmppcore.stanza.datetime_profile import utc_datetime
 from xmppcore.stanza.errors import StreamError
-from xmppcore.stanza.model import PresenceType
+from xmppcore.stanza.model import PresenceType, make_presence, readdressed
 from xmppcore.storage.api import JSONValue, KeyValueStore, StorageError, StoreKind
 from xmppcore.xml.element import Element
 from xmppcore.xml.namespaces import NS_CLIENT, NS_STREAMS
@@ -75,25 +75,12 @@ def parse_priority(presence: Element) -> int:
 
 def addressed(presence: Element, sender: Session, recipient: Session) -> Element:
     """A copy of ``presence`` from ``sender``'s full JID to ``recipient``'s."""
-    return _readdressed(presence, sender.full_jid, recipient.full_jid)
+    return readdressed(presence, sender.full_jid, recipient.full_jid)
 
 
 def delay_stamp(when: float) -> str:
     """XEP-0082 DateTime in UTC, to the second: ``2002-09-10T23:41:07Z`` (XEP-0203 'stamp')."""
     return utc_datetime(when, milliseconds=False)
-
-
-def _readdressed(stanza: Element, sender: JID, to: JID) -> Element:
-    return Element(stanza.name, stanza.ns, {**stanza.attrs, "from": str(sender), "to": str(to)}, stanza.children)
-
-
-def _presence(kind: str | None, sender: JID, to: JID, stanza_id: str | None = None) -> Element:
-    attrs = {"from": str(sender), "to": str(to)}
-    if kind is not None:
-        attrs["type"] = kind
-    if stanza_id is not None:
-        attrs["id"] = stanza_id
-    return Element("presence", NS_CLIENT, attrs)
 
 
 class _LastUnavailable:
@@ -174,7 +161,7 @@ class _Presence:
         """``stanza`` from ``session`` to each subscriber's bare JID; returns those reached."""
         contacts = await self._contacts(session.full_jid.bare, subscribers=True)
         for contact in contacts:
-            await self._mod.route(_readdressed(stanza, session.full_jid, contact))
+            await self._mod.route(readdressed(stanza, session.full_jid, contact))
         return contacts
 
     # -- presence a client broadcasts (no 'to') ---------------------------------------------------
@@ -203,7 +190,7 @@ class _Presence:
         if first:
             for contact in await self._contacts(session.full_jid.bare, subscribers=False):
                 # §4.3.1; the answers come back to this session's full JID (see the docstring).
-                await self._mod.route(_presence("probe", session.full_jid, contact))
+                await self._mod.route(make_presence("probe", session.full_jid, contact))
             await self._mod.fire(hooks.SESSION_AVAILABLE, hooks.SessionEvent(session))
 
     async def _unavailable(self, session: Session, stanza: Element, *, echo: bool) -> None:
@@ -253,7 +240,7 @@ class _Presence:
         for target in self._directed.pop(session, {}):
             if target.bare in subscribers and (not target.resource or self._is_available(target)):
                 continue  # the broadcast to the subscriber's bare JID already reached it
-            await self._mod.route(_readdressed(stanza, session.full_jid, target))
+            await self._mod.route(readdressed(stanza, session.full_jid, target))
 
     def _is_available(self, full: JID) -> bool:
         return any(s.jid == full and s.available for s in self._mod.sessions_of(full.bare))
@@ -286,13 +273,13 @@ class _Presence:
             if not await roster.shares_presence(user, prober):
                 # §4.3.2 item 1: from the bare JID, "since specifying a full JID would constitute
                 # a presence leak".
-                await self._mod.route(_presence("unsubscribed", user, prober.bare, probe.get("id")))
+                await self._mod.route(make_presence("unsubscribed", user, prober.bare, stanza_id=probe.get("id")))
                 return
         available = [s for s in self._mod.sessions_of(user) if s.available and s.presence is not None]
         for session in available:
             assert session.presence is not None
             # §4.3.2 item 4: the last presence of each available resource, from its full JID.
-            await self._mod.route(_readdressed(session.presence, session.full_jid, prober))
+            await self._mod.route(readdressed(session.presence, session.full_jid, prober))
         if not available:
             last = await self._last.recall(user, prober)  # §4.3.2 item 3
             if last is not None:

@@ -18,7 +18,7 @@ from xmppcore.jid import JID
 from xmppcore.server import hooks
 from xmppcore.server.module_api import ModuleContext
 from xmppcore.stanza.errors import Condition
-from xmppcore.stanza.model import PresenceType
+from xmppcore.stanza.model import PresenceType, make_presence, readdressed
 from xmppcore.xml.element import Element
 from xmppcore.xml.namespaces import NS_CLIENT
 
@@ -40,18 +40,6 @@ _INBOUND = {
 }
 # §3.1.2, §3.4: these create a roster item for a contact the user did not have yet.
 _CREATES_ITEM = frozenset({SubEvent.OUT_SUBSCRIBE, SubEvent.OUT_SUBSCRIBED})
-
-
-def _presence(kind: str | None, sender: JID, to: JID, children: list[Element | str] | None = None) -> Element:
-    attrs = {"from": str(sender), "to": str(to)}
-    if kind is not None:
-        attrs["type"] = kind
-    return Element("presence", NS_CLIENT, attrs, list(children or []))
-
-
-def _readdressed(stanza: Element, sender: JID, to: JID) -> Element:
-    """A copy of ``stanza`` (its id and children kept) between two bare JIDs."""
-    return Element(stanza.name, stanza.ns, {**stanza.attrs, "from": str(sender), "to": str(to)}, stanza.children)
 
 
 class Subscriptions:
@@ -96,7 +84,7 @@ class Subscriptions:
             await self._mod.bounce(stanza, event.sender, contact, Condition.POLICY_VIOLATION, "the roster is full")
         elif outcome.forward:
             # §3.1.2: stamped with the user's bare JID, addressed to the contact's bare JID.
-            await self._mod.route(_readdressed(stanza, user, contact))
+            await self._mod.route(readdressed(stanza, user, contact))
             await self._after_outbound(user, contact, kind, outcome)
         return hooks.Handled.STOP
 
@@ -105,8 +93,8 @@ class Subscriptions:
             # §3.1.5: the new subscriber gets the user's current presence from every resource.
             for session in self._mod.sessions_of(user):
                 if session.available and session.presence is not None and session.jid is not None:
-                    await self._mod.route(_presence(session.presence.get("type"), session.jid, contact,
-                                                    session.presence.children))
+                    await self._mod.route(make_presence(session.presence.get("type"), session.jid, contact,
+                                                         children=session.presence.children))
         elif kind is PresenceType.UNSUBSCRIBED:
             await self._say_goodbye(user, contact)  # §3.2.2
 
@@ -114,7 +102,7 @@ class Subscriptions:
         """Unavailable presence from each of ``user``'s available resources to ``contact``."""
         for session in self._mod.sessions_of(user):
             if session.available and session.jid is not None:
-                await self._mod.route(_presence("unavailable", session.jid, contact))
+                await self._mod.route(make_presence("unavailable", session.jid, contact))
 
     # -- inbound: a stanza for a local account -----------------------------------------------------
     async def on_to_account(self, event: hooks.StanzaEvent) -> hooks.Handled | None:
@@ -129,13 +117,13 @@ class Subscriptions:
         if outcome is None:
             return hooks.Handled.STOP
         if outcome.forward:
-            delivered = _readdressed(event.stanza, contact, user)
+            delivered = readdressed(event.stanza, contact, user)
             for session in self._mod.sessions_of(user):
                 if session.available:
                     session.deliver(delivered)
         if outcome.auto_subscribed:
             # A.3.1 and §3.4: answered on the user's behalf.
-            await self._mod.route(_presence("subscribed", user, contact))
+            await self._mod.route(make_presence("subscribed", user, contact))
         if sub_event is SubEvent.IN_UNSUBSCRIBE and before is not None and before.state.from_:
             await self._say_goodbye(user, contact)  # §3.3.3
         return hooks.Handled.STOP
@@ -149,16 +137,16 @@ class Subscriptions:
                 children: list[Element | str] = []
                 if item.request:
                     children.append(Element("status", NS_CLIENT, {}, [item.request]))
-                session.deliver(_presence("subscribe", item.jid, user, children))
+                session.deliver(make_presence("subscribe", item.jid, user, children=children))
 
     async def on_removed(self, user: JID, item: RosterItem) -> None:
         """§2.5.2: removing an item cancels the subscription in each direction."""
         state = item.state
         if state.to or state.pending_out:
-            await self._mod.route(_presence("unsubscribe", user, item.jid))
+            await self._mod.route(make_presence("unsubscribe", user, item.jid))
         if state.from_ or state.pending_in:
             await self._say_goodbye(user, item.jid)
-            await self._mod.route(_presence("unsubscribed", user, item.jid))
+            await self._mod.route(make_presence("unsubscribed", user, item.jid))
 
 
 def register_subscriptions(mod: ModuleContext, roster: Roster) -> None:

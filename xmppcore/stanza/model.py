@@ -9,9 +9,13 @@ from __future__ import annotations
 import enum
 
 from ..xml.element import Element
+from ..xml.namespaces import NS_CLIENT
 from .errors import StanzaError
 
-__all__ = ["IqType", "MessageType", "PresenceType", "error_reply", "result_reply", "iq_payload"]
+__all__ = [
+    "IqType", "MessageType", "PresenceType", "error_reply", "result_reply", "iq_payload",
+    "readdressed", "make_presence",
+]
 
 
 class IqType(enum.Enum):
@@ -103,3 +107,25 @@ def iq_payload(iq: Element) -> Element | None:
     """The single child of an IQ request, or None when there is not exactly one (§8.2.3)."""
     children = [c for c in iq.elements()]
     return children[0] if len(children) == 1 else None
+
+
+def readdressed(stanza: Element, sender: object, to: object) -> Element:
+    """A copy of ``stanza`` (id and children kept, not copied) from ``sender`` to ``to``.
+
+    Routing never changes an inbound stanza in place (DESIGN: Stanzas); JIDs are written
+    with ``str()``.
+    """
+    return Element(stanza.name, stanza.ns, {**stanza.attrs, "from": str(sender), "to": str(to)}, stanza.children)
+
+
+def make_presence(
+    kind: str | None, sender: object, to: object, *,
+    stanza_id: str | None = None, children: list[Element | str] | None = None,
+) -> Element:
+    """A ``jabber:client`` presence of ``kind`` (None: available) from ``sender`` to ``to``."""
+    attrs = {"from": str(sender), "to": str(to)}
+    if kind is not None:
+        attrs["type"] = kind
+    if stanza_id is not None:
+        attrs["id"] = stanza_id
+    return Element("presence", NS_CLIENT, attrs, list(children or []))
