@@ -15,6 +15,7 @@ __all__ = [
     "Event", "StreamOpened", "TlsRequested", "CredentialsNeeded", "AuthSucceeded", "AuthFailed",
     "BindRequested", "RegistrationRequested", "StanzaReceived", "StreamClosed", "FeaturesReceived",
     "TlsProceed", "Authenticated", "Bound", "BindFailed", "NegotiationFailed",
+    "DialbackKeyReceived", "DialbackVerifyResult", "PeerAuthenticated",
 ]
 
 
@@ -148,8 +149,51 @@ class NegotiationFailed:
     reason: str
 
 
+# -- server-to-server events (protocol/s2s_in.py, protocol/s2s_out.py) ---------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DialbackKeyReceived:
+    """s2s-in: the peer claims ``originating`` with a dialback key (XEP-0220 §2.1.1).
+
+    Ask the authoritative server of ``originating`` (``<db:verify/>`` over an outgoing stream),
+    then answer with ``dialback_verified(originating, receiving, valid)`` or
+    ``dialback_failed(originating, receiving, condition)``.
+    """
+
+    originating: str
+    receiving: str
+    key: str
+    stream_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DialbackVerifyResult:
+    """s2s-out: the answer to a ``<db:verify/>`` we sent (XEP-0220 §2.1.3).
+
+    ``valid`` is None when the peer answered ``type='error'`` or the stream ended first.
+    """
+
+    originating: str
+    receiving: str
+    stream_id: str
+    valid: bool | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerAuthenticated:
+    """A server-to-server stream is authenticated for traffic ``remote`` → ``local`` (s2s-in)
+    or ``local`` → ``remote`` (s2s-out); ``method`` is ``"EXTERNAL"`` or ``"dialback"``.
+
+    ``bidi`` is True when XEP-0288 lets the stream carry the other direction too.
+    """
+
+    local: str
+    remote: str
+    method: str
+    bidi: bool = False
+
+
 Event = (
     StreamOpened | TlsRequested | CredentialsNeeded | AuthSucceeded | AuthFailed | BindRequested
     | RegistrationRequested | StanzaReceived | StreamClosed | FeaturesReceived | TlsProceed | Authenticated
-    | Bound | BindFailed | NegotiationFailed
+    | Bound | BindFailed | NegotiationFailed | DialbackKeyReceived | DialbackVerifyResult | PeerAuthenticated
 )

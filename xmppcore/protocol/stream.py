@@ -21,6 +21,7 @@ class XmlStream:
     """Shared machinery of one XML stream over one transport connection."""
 
     content_ns: str = ""
+    declares_dialback = False  # server-to-server roles declare xmlns:db in their header
 
     def __init__(self, *, max_stanza_size: int) -> None:
         self._parser = StreamParser(max_stanza_size=max_stanza_size)
@@ -107,7 +108,8 @@ class XmlStream:
         return {"version": "1.0"}
 
     def _send_header(self) -> None:
-        self._out.append(stream_header(content_ns=self.content_ns, attrs=self._header_attrs()))
+        self._out.append(stream_header(content_ns=self.content_ns, attrs=self._header_attrs(),
+                                       dialback=self.declares_dialback))
         self._header_sent = True
 
     def _send(self, element: Element) -> None:

@@ -108,6 +108,20 @@ class Element:
             [c.copy() if isinstance(c, Element) else c for c in self.children],
         )
 
+    def renamespaced(self, old: str, new: str) -> Element:
+        """A deep copy with every element in namespace ``old`` moved to ``new``.
+
+        RFC 6120 §4.8.3: stanzas travel as ``jabber:client`` between a server and its clients
+        and as ``jabber:server`` between servers; a server rewrites them at the boundary,
+        payloads in other namespaces untouched.
+        """
+        return Element(
+            self.name,
+            new if self.ns == old else self.ns,
+            self.attrs,
+            [c.renamespaced(old, new) if isinstance(c, Element) else c for c in self.children],
+        )
+
     # -- comparison and display ------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Element):

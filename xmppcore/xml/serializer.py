@@ -7,7 +7,10 @@ an XML name.  The output is ``str``; the caller encodes it as UTF-8 (§11.6).
 
 Namespaces (§11.2): an element whose namespace equals the default in scope carries no
 ``xmlns``; elements in the streams namespace are written ``stream:name`` relying on the header's
-``xmlns:stream`` and leave the default namespace unchanged for their children.
+``xmlns:stream`` and leave the default namespace unchanged for their children.  On
+server-to-server streams, whose header also declares ``xmlns:db`` (XEP-0220 §2.1), the
+stream's dialback elements are written ``db:result``/``db:verify`` (``serialize_dialback``), as
+every peer expects.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import re
 from collections.abc import Mapping
 
 from .element import Element
-from .namespaces import NS_STREAMS, NS_XML
+from .namespaces import NS_DIALBACK, NS_STREAMS, NS_XML
 
-__all__ = ["escape_text", "escape_attr", "serialize", "stream_header", "STREAM_FOOTER"]
+__all__ = ["escape_text", "escape_attr", "serialize", "serialize_dialback", "stream_header", "STREAM_FOOTER"]
 
 STREAM_FOOTER: str = "</stream:stream>"
 
@@ -80,6 +83,30 @@ def serialize(el: Element, parent_ns: str = "") -> str:
     return "".join(out)
 
 
+def serialize_dialback(el: Element, content_ns: str) -> str:
+    """A top-level XEP-0220 element as ``<db:name ...>`` on a stream declaring ``xmlns:db``.
+
+    Only the stream's own dialback elements take the prefix: the same namespace inside a
+    stanza's payload is written with ``xmlns`` like any other.
+    """
+    if el.ns != NS_DIALBACK:
+        raise ValueError("not a dialback element")
+    out = ["<db:" + _checked_name(el.name)]
+    if el.attrs:
+        out.append(_attributes(el.attrs))
+    if not el.children:
+        out.append("/>")
+        return "".join(out)
+    out.append(">")
+    for child in el.children:
+        if isinstance(child, str):
+            out.append(escape_text(child))
+        else:
+            _write(child, content_ns, out)
+    out.append(f"</db:{el.name}>")
+    return "".join(out)
+
+
 def _write(el: Element, default_ns: str, out: list[str]) -> None:
     name = _checked_name(el.name)
     ns = el.ns
@@ -133,11 +160,16 @@ def _attributes(attrs: Mapping[str, str]) -> str:
 
 
 def stream_header(
-    *, content_ns: str, attrs: Mapping[str, str], xml_declaration: bool = True
+    *, content_ns: str, attrs: Mapping[str, str], xml_declaration: bool = True, dialback: bool = False
 ) -> str:
-    """The opening ``<stream:stream ...>`` tag (RFC 6120 §4.2, §4.7), open for the stanzas."""
+    """The opening ``<stream:stream ...>`` tag (RFC 6120 §4.2, §4.7), open for the stanzas.
+
+    ``dialback`` declares ``xmlns:db`` (XEP-0220 §2.1), which also tells a server-to-server
+    peer that we support dialback.
+    """
     decl = "<?xml version='1.0'?>" if xml_declaration else ""
+    db = f" xmlns:db='{NS_DIALBACK}'" if dialback else ""
     return (
         f"{decl}<stream:stream xmlns='{escape_attr(content_ns)}'"
-        f" xmlns:stream='{NS_STREAMS}'{_attributes(attrs)}>"
+        f" xmlns:stream='{NS_STREAMS}'{db}{_attributes(attrs)}>"
     )
