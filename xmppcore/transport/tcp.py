@@ -180,14 +180,22 @@ class StreamTransport(asyncio.Protocol):
         obj = self._transport.get_extra_info("ssl_object")
         return typing.cast(ssl.SSLObject, obj) if obj is not None else None
 
-    async def start_tls(self, context: ssl.SSLContext) -> ssl.SSLObject | None:
-        """Upgrade this connection to TLS as the server (RFC 6120 §5.4.3.3)."""
+    async def start_tls(
+        self, context: ssl.SSLContext, *, server_side: bool = True, server_hostname: str | None = None,
+    ) -> ssl.SSLObject | None:
+        """Upgrade this connection to TLS (RFC 6120 §5.4.3.3).
+
+        As the server by default; ``server_side=False`` for the initiating side of an s2s
+        stream after ``<proceed/>``, with the remote domain as ``server_hostname`` (SNI).
+        """
         assert self._transport is not None
+        if server_side and server_hostname is not None:
+            raise ValueError("server_hostname is only meaningful on the client side")
         self._tls_pending = True
         try:
             new = await self._loop.start_tls(
-                self._transport, self, context, server_side=True,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                self._transport, self, context, server_side=server_side,
+                server_hostname=server_hostname, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
             )
         finally:
             # Held bytes are fed by resume_reading(), after the core knows TLS is up.

@@ -335,6 +335,20 @@ def _export_channel_binding(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> bytes 
     # module cannot tell us about, so we bind TLS 1.3 only.
     if ssl_object.version() != "TLSv1.3":
         return None
+    ssl_ptr = _ssl_pointer(lib, ssl_object)
+    # OpenSSL itself must agree the handshake is done and negotiated TLS 1.3.
+    if ssl_ptr is None or not lib.handshake_finished(ssl_ptr) or lib.protocol_version(ssl_ptr) != _TLS1_3_VERSION:
+        return None
+    # RFC 9266 §2: zero-length context. In TLS 1.3 "no context" and "empty context" give
+    # the same value (RFC 8446 §7.5), so peers using either interoperate.
+    return lib.export(ssl_ptr, CHANNEL_BINDING_LABEL, b"", CHANNEL_BINDING_LENGTH)
+
+
+def _ssl_pointer(lib: _LibSsl, ssl_object: ssl.SSLObject | ssl.SSLSocket) -> int | None:
+    """The ``SSL *`` behind ``ssl_object``, or ``None`` when its layout cannot be confirmed.
+
+    Shared with :mod:`.s2s_tls`, which reads the peer's certificate verdict the same way.
+    """
     c_socket = getattr(ssl_object, "_sslobj", None)
     c_context = ssl_object.context
     if type(c_socket) is not _C_SSL_SOCKET or not isinstance(c_context, _ssl._SSLContext):
@@ -346,16 +360,11 @@ def _export_channel_binding(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> bytes 
     if not ssl_ptr or not ctx_ptr:
         return None
     # Two reads through two independent layouts must agree before we trust the pointer:
-    # the SSL * must belong to the SSL_CTX * of the connection's own context, and OpenSSL
-    # must agree the handshake is done and negotiated TLS 1.3.
+    # the SSL * must belong to the SSL_CTX * of the connection's own context.
     if lib.ssl_ctx_of(ssl_ptr) != ctx_ptr:
-        _log.warning("tls-exporter: _ssl object layout not as expected; disabled")
+        _log.warning("_ssl object layout not as expected; OpenSSL access through ctypes disabled")
         return None
-    if not lib.handshake_finished(ssl_ptr) or lib.protocol_version(ssl_ptr) != _TLS1_3_VERSION:
-        return None
-    # RFC 9266 §2: zero-length context. In TLS 1.3 "no context" and "empty context" give
-    # the same value (RFC 8446 §7.5), so peers using either interoperate.
-    return lib.export(ssl_ptr, CHANNEL_BINDING_LABEL, b"", CHANNEL_BINDING_LENGTH)
+    return ssl_ptr
 
 
 def _interpreter_layout_known() -> bool:
