@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="client STARTTLS port (default 5222; 0 = any free port; -1 = off)")
     serve.add_argument("--direct-tls-port", type=int, metavar="PORT",
                        help="client direct TLS port, XEP-0368 (default 5223; 0 = any free port; -1 = off)")
+    serve.add_argument("--s2s-port", type=int, metavar="PORT",
+                       help="server-to-server STARTTLS port for federation (default 5269; 0 = any free port;"
+                            " -1 = no listener)")
     serve.add_argument("--storage", choices=("sqlite", "postgres", "memory"),
                        help="storage driver (default sqlite)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
@@ -82,6 +85,7 @@ def _config(args: argparse.Namespace) -> Config:
         c2s_port=getattr(args, "c2s_port", None),
         direct_tls_port=getattr(args, "direct_tls_port", None),
         storage_driver=getattr(args, "storage", None),
+        s2s_port=getattr(args, "s2s_port", None),
     )
 
 

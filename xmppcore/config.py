@@ -9,6 +9,7 @@ Command-line overrides go through the same path, so they are checked exactly as 
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import functools
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 from .jid import JID, InvalidJID
 
 __all__ = [
-    "ConfigError", "C2SConfig", "TLSConfig", "StorageConfig", "AuthConfig", "ModulesConfig", "Config",
+    "ConfigError", "C2SConfig", "S2SConfig", "TLSConfig", "StorageConfig", "AuthConfig", "ModulesConfig", "Config",
     "load_config", "config_from_mapping", "with_overrides", "options_from_mapping",
     "resolved_data_dir", "resolved_storage_path",
 ]
@@ -67,6 +68,28 @@ class C2SConfig:
     keepalive_interval: float = 60.0         # idle seconds before a whitespace keepalive; 0 disables
     sasl_mechanisms: tuple[str, ...] = _SASL_MECHANISMS
     max_unauthenticated_per_ip: int = 100    # concurrent connections not yet authenticated, per IP
+
+
+@dataclass(frozen=True, slots=True)
+class S2SConfig:
+    """Server-to-server federation (RFC 6120 §2.5; XEP-0220, XEP-0178, XEP-0288, XEP-0368)."""
+
+    enabled: bool = True                     # false: no listener, remote domains are unreachable
+    bind: tuple[str, ...] = ()               # () = the same addresses as c2s.bind
+    port: int = 5269                         # STARTTLS; 0 = ephemeral (tests); -1 = no listener
+    direct_tls_port: int = 5270              # XEP-0368 direct TLS; 0 = ephemeral; -1 = no listener
+    tls_required: bool = True                # RFC 6120 §5.3.1, both directions
+    require_valid_certificates: bool = False  # true: only peers whose certificate verifies (no dialback)
+    dialback: bool = True                    # XEP-0220 when a certificate does not verify
+    bidi: bool = True                        # XEP-0288: one connection for both directions
+    ca_file: str = ""                        # trusted CAs for peers' certificates; "" = the system's
+    routes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # domain -> "host:port", before DNS
+    dns_servers: tuple[str, ...] = ()        # () = /etc/resolv.conf
+    connect_timeout: float = 10.0            # seconds to reach a peer and authenticate
+    idle_timeout: float = 600.0              # close a stream with no stanza for this long; 0 = never
+    max_connections: int = 1000              # inbound + outbound streams
+    max_queued_per_domain: int = 1000        # stanzas waiting for a stream to a remote domain
+    max_stanza_size: int = 524288            # bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +136,7 @@ class Config:
     data_dir: str = "./xmppcore-data"
     log_level: str = "info"
     c2s: C2SConfig = C2SConfig()
+    s2s: S2SConfig = S2SConfig()
     tls: TLSConfig = TLSConfig()
     storage: StorageConfig = StorageConfig()
     auth: AuthConfig = AuthConfig()
@@ -144,6 +168,28 @@ def _non_empty(text: str) -> str | None:
     return text or None
 
 
+def _ip_address(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _host_port(text: str) -> str | None:
+    """"host:port" or "[v6]:port" with a port from 1 to 65535."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit() or not 0 < int(port) <= 65535:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+        return text
+    return text if _bind_address(host) is not None and ":" not in host else None
+
+
 # --- the constraint table ------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +219,16 @@ _RULES: Mapping[str, _Rule] = {
     "c2s.keepalive_interval": _Rule(low=0),
     "c2s.sasl_mechanisms": _Rule(choices=_SASL_MECHANISMS, non_empty=True),
     "c2s.max_unauthenticated_per_ip": _Rule(low=1, high=100_000),
+    "s2s.bind": _Rule(what="an IP address or host name", check=_bind_address),
+    "s2s.port": _PORT,
+    "s2s.direct_tls_port": _PORT,
+    "s2s.routes": _Rule(what='"host:port"', check=_host_port),
+    "s2s.dns_servers": _Rule(what="an IP address", check=_ip_address),
+    "s2s.connect_timeout": _Rule(above=0),
+    "s2s.idle_timeout": _Rule(low=0),
+    "s2s.max_connections": _Rule(low=1, high=1_000_000),
+    "s2s.max_queued_per_domain": _Rule(low=1, high=1_000_000),
+    "s2s.max_stanza_size": _Rule(low=1024, high=16 * 1024 * 1024),
     "storage.driver": _Rule(choices=_STORAGE_DRIVERS),
     "auth.scram_iterations": _Rule(low=4096, high=10_000_000),
     "auth.failure_delay": _Rule(low=0),
@@ -180,7 +236,7 @@ _RULES: Mapping[str, _Rule] = {
     "auth.failure_window": _Rule(above=0),
 }
 _NOT_FROM_FILE = frozenset({"source", "modules.options"})  # filled in by the loader, never by a user
-_PATH_KEYS = ("data_dir", "tls.certificate", "tls.key", "storage.path")
+_PATH_KEYS = ("data_dir", "tls.certificate", "tls.key", "storage.path", "s2s.ca_file")
 _NOUNS: Mapping[type, str] = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
@@ -260,7 +316,24 @@ def _convert_list(value: Any, item_kind: type, rule: _Rule, key: str, source: st
     return tuple(items)
 
 
+def _convert_table(value: Any, kind: Any, key: str, source: str) -> Mapping[str, Any]:
+    """A [table] of domain -> value (e.g. s2s.routes): keys are domains, values follow the key's rule."""
+    key_kind, item_kind = typing.get_args(kind)
+    assert key_kind is str, f"{key}: only tables keyed by domain are supported"
+    if not isinstance(value, Mapping):
+        raise ConfigError(source, key, f"expected a table, got {_show(value)}")
+    table: dict[str, Any] = {}
+    for name, item in value.items():
+        domain = _domain(name) if isinstance(name, str) else None
+        if domain is None:
+            raise ConfigError(source, f"{key}.{name}", "expected a domain name as the key")
+        table[domain] = _convert_scalar(item, item_kind, _RULES.get(key, _NO_RULE), f"{key}.{name}", source)
+    return MappingProxyType(table)
+
+
 def _convert(value: Any, kind: Any, key: str, source: str, current: Any) -> Any:
+    if typing.get_origin(kind) in (Mapping, collections.abc.Mapping):
+        return _convert_table(value, kind, key, source)
     if typing.get_origin(kind) is tuple:
         item_kind, ellipsis = typing.get_args(kind)
         assert ellipsis is Ellipsis, f"{key}: only homogeneous tuple[X, ...] options are supported"
@@ -323,6 +396,10 @@ def _check_cross_fields(config: Config, source: str) -> None:
         raise ConfigError(source, missing, f"must be set together with {given}")
     if config.storage.driver == "postgres" and not config.storage.dsn:
         raise ConfigError(source, "storage.dsn", "required when storage.driver is 'postgres'")
+    s2s = config.s2s
+    if s2s.port > 0 and s2s.port == s2s.direct_tls_port:
+        raise ConfigError(source, "s2s.direct_tls_port",
+                          f"same port as s2s.port ({s2s.port}); choose another, or -1 to disable")
     c2s = config.c2s
     if c2s.port > 0 and c2s.port == c2s.direct_tls_port:
         raise ConfigError(source, "c2s.direct_tls_port",
@@ -399,7 +476,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str, base_dir: Path)
 def with_overrides(
     config: Config, *, domains: Sequence[str] | None = None, bind: Sequence[str] | None = None,
     data_dir: str | None = None, c2s_port: int | None = None, direct_tls_port: int | None = None,
-    storage_driver: str | None = None,
+    storage_driver: str | None = None, s2s_port: int | None = None,
 ) -> Config:
     """`config` with command-line values applied, validated like the file (errors name "<command line>")."""
     def given(values: dict[str, Any]) -> dict[str, Any]:
@@ -409,7 +486,7 @@ def with_overrides(
         return values if values is None or isinstance(values, str) else list(values)
 
     c2s = given({"bind": as_list(bind), "port": c2s_port, "direct_tls_port": direct_tls_port})
-    data = given({"domains": as_list(domains), "data_dir": data_dir, "c2s": c2s,
+    data = given({"domains": as_list(domains), "data_dir": data_dir, "c2s": c2s, "s2s": given({"port": s2s_port}),
                   "storage": given({"driver": storage_driver})})
     updated: Config = _build(Config, data, "", _COMMAND_LINE_SOURCE, config)
     if data_dir is not None:  # typed in a shell, so relative to where the command runs

@@ -159,6 +159,7 @@ class XmppcoreTarget(Target):
             "domains": ["localhost"],
             "data_dir": self._data.name,
             "c2s": {"bind": ["127.0.0.1"], "port": 0, "direct_tls_port": 0},
+            "s2s": {"port": -1, "direct_tls_port": -1},
             # Fast SCRAM and no brake on failures: SASL scenarios fail on purpose.
             "auth": {"scram_iterations": 4096, "failure_delay": 0.0, "failure_delay_max": 0.0},
             "storage": {"driver": "sqlite"},

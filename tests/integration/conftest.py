@@ -37,6 +37,7 @@ def make_config(tmp_path: Path, **c2s: object) -> Config:
         "domains": ["localhost"],
         "data_dir": str(tmp_path / "data"),
         "c2s": {"bind": ["127.0.0.1"], "port": 0, "direct_tls_port": 0, **c2s},
+        "s2s": {"port": -1, "direct_tls_port": -1},  # federation tests listen on their own
         "auth": {"scram_iterations": 4096, "failure_delay": 0.0, "failure_delay_max": 0.0},
         "storage": {"driver": "sqlite"},
     }

@@ -147,7 +147,7 @@ async def served_data_dir(tmp_path: Path) -> AsyncIterator[tuple[Path, asyncio.s
         assert xmppcore(tmp_path, *args, "--data-dir", str(data)).returncode == 0
     with open(tmp_path / "serve.log", "wb") as log:
         process = await asyncio.create_subprocess_exec(
-            *_COMMAND, "serve", "--c2s-port", "0", "--direct-tls-port", "0", "--data-dir", str(data),
+            *_COMMAND, "serve", "--c2s-port", "0", "--direct-tls-port", "0", "--s2s-port", "-1", "--data-dir", str(data),
             cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=log)
     try:
         assert process.stdout is not None

@@ -38,6 +38,7 @@ def config_data(tmp_path: Path, register: dict[str, Any] | None = None) -> dict[
         "domains": ["localhost"],
         "data_dir": str(tmp_path / "data"),
         "c2s": {"bind": ["127.0.0.1"], "port": 0, "direct_tls_port": 0},
+        "s2s": {"port": -1, "direct_tls_port": -1},
         "auth": {"scram_iterations": 4096, "failure_delay": 0.0, "failure_delay_max": 0.0},
         "storage": {"driver": "sqlite"},
         "modules": {"enabled": MODULES, "register": register or {}},

@@ -126,7 +126,7 @@ async def running(tmp_path: Path, *, driver: MemoryDriver | None = None,
     """The ScenarioHarness with the offline module, on ``driver`` (memory storage by default)."""
     data = {
         "domains": ["localhost"], "data_dir": str(tmp_path), "storage": {"driver": "memory"},
-        "auth": {"scram_iterations": 4096},
+        "auth": {"scram_iterations": 4096}, "s2s": {"enabled": False},
         "modules": {"enabled": list(MODULES), "offline": options or {}},
     }
     config = config_from_mapping(data, source="<test>", base_dir=tmp_path)

@@ -18,6 +18,7 @@ from xmppcore.modules.roster import Roster
 from xmppcore.modules.roster_store import RosterItem
 from xmppcore.modules.subscription import SubState
 from xmppcore.server.module_api import ModuleContext
+from xmppcore.xml.element import Element
 
 MODULES = (*DEFAULT_MODULES, "roster")
 WHEN = 1031701267.0  # 2002-09-10T23:41:07Z
@@ -270,12 +271,21 @@ async def test_the_last_resource_to_leave_is_the_one_remembered(h: ScenarioHarne
         f"<status>last</status><delay xmlns='urn:xmpp:delay' stamp='{STAMP}'/></presence>")
 
 
-async def test_contacts_on_other_domains_get_nothing_yet(h: ScenarioHarness) -> None:
-    # Federation is not there yet: nothing is routed to a remote subscriber (no bounce comes back).
+async def test_contacts_on_other_domains_get_broadcasts_and_bare_jid_probes(h: ScenarioHarness) -> None:
+    # Other domains are the router's to reach (federation); here we record what it hands over.
+    handed: list[str] = []
+
+    async def federation(stanza: Element, sender: JID, to: JID) -> None:
+        handed.append(canonical(stanza))
+
+    h.server.router.remote = federation
     await seed(h, "alice", "romeo@remote.example", SubState.BOTH)
     alice = await h.connect("alice", "phone")
     await h.send(alice, "<presence/>")
     assert alice.take_xml() == expect("<presence from='alice@localhost/phone' to='alice@localhost/phone'/>")
+    # RFC 6121 §4.2.2 the broadcast from the full JID; §4.3.1 the probe from the bare JID.
+    assert handed == expect("<presence from='alice@localhost/phone' to='romeo@remote.example'/>",
+                            "<presence type='probe' from='alice@localhost' to='romeo@remote.example'/>")
 
 
 async def test_a_removed_subscription_stops_the_broadcast(h: ScenarioHarness) -> None:

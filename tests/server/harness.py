@@ -144,6 +144,7 @@ class ScenarioHarness:
             "data_dir": str(data_dir),
             "storage": {"driver": "memory"},
             "auth": {"scram_iterations": 4096},
+            "s2s": {"enabled": False},  # no sockets, no DNS: other domains are unreachable here
             "modules": {"enabled": list(modules), **(options or {})},
         }
         config = config_from_mapping(data, source="<test>", base_dir=data_dir)

@@ -276,7 +276,7 @@ async def test_error_stanzas_are_never_answered_with_errors(h: ScenarioHarness, 
     "<message to='romeo@example.net' type='chat' id='x1'><body>hi</body></message>",
     "<iq to='example.net' type='get' id='x1'><ping xmlns='urn:xmpp:ping'/></iq>",
 ])
-async def test_a_remote_domain_is_remote_server_not_found(h: ScenarioHarness, stanza: str) -> None:
+async def test_a_remote_domain_without_federation_is_remote_server_not_found(h: ScenarioHarness, stanza: str) -> None:
     alice = await h.online("alice", "phone")
     await h.send(alice, stanza)
     reply = alice.take_one()

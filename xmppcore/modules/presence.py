@@ -22,11 +22,11 @@ This module keeps each session's availability and priority (message delivery use
   ``to`` subscription and, coming from the server, leaves any pre-approval alone (§3.4).
 
 Subscriptions are read from the roster module (``dependency("roster")``) when it is loaded; without
-it only the account's own resources share presence.  Contacts on other domains wait for
-federation: until then nothing is broadcast or probed there (the router would only bounce it).
-Probes to local contacts go from the new session's full JID, so that their answers reach that
-session alone instead of every resource of the account (§4.3.1 names the bare JID, for probes that
-cross servers).
+it only the account's own resources share presence.  Contacts on other domains are reached
+through the router, which hands them to server-to-server federation.  Probes to contacts of the
+same host go from the new session's full JID, so that their answers reach that session alone
+instead of every resource of the account; probes that cross servers go from the bare JID, as
+§4.3.1 says.
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PROTOCOL", "NS_DELAY", "MAX_DIRECTED", "parse_priority", "addressed", "delay_stamp", "setup"]
 
-# Partial: contacts on other domains get nothing until server-to-server exists (issue 5).
-PROTOCOL = (Rfc(6121, "4", status="partial"), Xep(203, "2.0"))
+PROTOCOL = (Rfc(6121, "4"), Xep(203, "2.0"))
 
 NS_DELAY = "urn:xmpp:delay"
 MAX_DIRECTED = 1000  # directed-presence recipients remembered per session (§4.6.3)
@@ -138,7 +137,7 @@ class _Presence:
             return None  # roster not loaded: no subscriptions, only the account's own resources
 
     async def _contacts(self, user: JID, *, subscribers: bool) -> list[JID]:
-        """Local contacts with ``from``/``both`` (``subscribers``) or ``to``/``both`` (otherwise)."""
+        """Contacts with ``from``/``both`` (``subscribers``) or ``to``/``both`` (otherwise)."""
         roster = self._roster()
         if roster is None:
             return []
@@ -151,7 +150,7 @@ class _Presence:
         return [
             item.jid for item in items
             if (item.state.from_ if subscribers else item.state.to)
-            and item.jid.domain == self._mod.host and item.jid.local and item.jid.bare != user
+            and item.jid.local and item.jid.bare != user
         ]
 
     def _own_available(self, session: Session) -> list[Session]:
@@ -189,8 +188,10 @@ class _Presence:
         await self._broadcast(session, stanza)  # §4.2.2 initial, §4.4.2 updates: subscribers only
         if first:
             for contact in await self._contacts(session.full_jid.bare, subscribers=False):
-                # §4.3.1; the answers come back to this session's full JID (see the docstring).
-                await self._mod.route(make_presence("probe", session.full_jid, contact))
+                # §4.3.1; on this host the answers come back to this session's full JID (see the
+                # docstring), across servers to the bare JID.
+                prober = session.full_jid if contact.domain == self._mod.host else session.full_jid.bare
+                await self._mod.route(make_presence("probe", prober, contact))
             await self._mod.fire(hooks.SESSION_AVAILABLE, hooks.SessionEvent(session))
 
     async def _unavailable(self, session: Session, stanza: Element, *, echo: bool) -> None:

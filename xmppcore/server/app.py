@@ -25,6 +25,7 @@ from .c2s import ClientConnection
 from .host import Host
 from .modules import load_modules, unload_modules
 from .router import Router
+from .s2s import Federation
 from .sessions import SessionRegistry
 from .throttle import FailureThrottle
 
@@ -50,7 +51,10 @@ class Server:
             base_delay=config.auth.failure_delay, max_delay=config.auth.failure_delay_max,
             window=config.auth.failure_window,
         )
+        self.federation = Federation(self)
+        self.router.remote = self.federation.send
         self.tls_context: ssl.SSLContext | None = None
+        self.certificate_files: tuple[Path | None, Path | None] = (None, None)
         self.secret = secrets.token_bytes(32)  # replaced by the persistent one in open()
         self._direct_tls_context: ssl.SSLContext | None = None
         self._listeners: list[asyncio.Server] = []
@@ -83,8 +87,14 @@ class Server:
             load_modules(self, host, self.config.modules.enabled, self.config.modules.options,
                          source=self.config.source)
         await self._listen()
+        cert, key = self.certificate_files
+        assert cert is not None and key is not None
+        await self.federation.start(cert, key)
         log.info("xmppcore serving %s on %s", ", ".join(self.hosts),
                  ", ".join(f"{a}:{p}" for a, p in self.c2s_addresses + self.direct_tls_addresses))
+        if self.federation.addresses or self.federation.direct_tls_addresses:
+            log.info("federation listening on %s", ", ".join(
+                f"{a}:{p}" for a, p in self.federation.addresses + self.federation.direct_tls_addresses))
 
     def _setup_tls(self) -> None:
         tls = self.config.tls
@@ -92,6 +102,7 @@ class Server:
             cert, key = Path(tls.certificate), Path(tls.key)
         else:
             cert, key = ensure_self_signed_certificate(resolved_data_dir(self.config), list(self.hosts))
+        self.certificate_files = (cert, key)
         self.tls_context = server_ssl_context(cert, key)
         self._direct_tls_context = server_ssl_context(cert, key, alpn=("xmpp-client",))
 
@@ -122,6 +133,7 @@ class Server:
         """Stop listening, end every stream with ``system-shutdown``, close storage."""
         for srv in self._listeners:
             srv.close()
+        await self.federation.stop()
         for conn in list(self._connections):
             conn.close(StreamCondition.SYSTEM_SHUTDOWN)
         for srv in self._listeners:

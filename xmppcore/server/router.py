@@ -10,7 +10,7 @@ errors (§8.3.1), and IQ results and errors are never answered at all.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from ..jid import JID, InvalidJID
@@ -35,12 +35,14 @@ _SUBSCRIPTION_TYPES = frozenset({
 
 
 class Router:
-    """Routes stanzas between local sessions, hosts and (later) remote domains."""
+    """Routes stanzas between local sessions, hosts and remote domains."""
 
     def __init__(self, hosts: Mapping[str, Host], sessions: SessionRegistry, accounts: AccountManager) -> None:
         self._hosts = hosts
         self._sessions = sessions
         self._accounts = accounts
+        # Where stanzas for other domains go (server-to-server federation); None: nowhere.
+        self.remote: Callable[[Element, JID, JID], Awaitable[None]] | None = None
 
     # -- from a local client ---------------------------------------------------------------
     async def route_from_client(self, session: Session, stanza: Element) -> None:
@@ -101,8 +103,11 @@ class Router:
         """Deliver ``stanza`` from ``sender`` to ``to``."""
         host = self._hosts.get(to.domain)
         if host is None:
-            # Server-to-server arrives with issue 5; until then remote domains are unreachable.
-            await self.bounce(stanza, sender, to, Condition.REMOTE_SERVER_NOT_FOUND)
+            # RFC 6120 §10.4: a domain we do not serve is reached over server-to-server streams.
+            if self.remote is not None and sender.domain in self._hosts:
+                await self.remote(stanza, sender, to)
+            else:
+                await self.bounce(stanza, sender, to, Condition.REMOTE_SERVER_NOT_FOUND)
             return
         event = hooks.StanzaEvent(stanza, sender, to, origin)
         if not to.local:
