@@ -109,3 +109,21 @@ async def test_idle_streams_close_and_reopen_when_needed(stack: AsyncExitStack, 
     await eventually(lambda: not one.links() and not two.links(), what="idle streams to close")
     alice.send_message("bob@two.test", "second")
     await bob.receive("second")
+
+
+async def test_server_connections_beyond_the_limit_are_refused(stack: AsyncExitStack, tmp_path: Path) -> None:
+    from xmppcore.stanza.errors import StreamCondition
+
+    from .rawpeer import RawPeer
+
+    two = await stack.enter_async_context(running_node(node_config(
+        tmp_path, "two.test", s2s_port=free_port(), routes={}, max_connections=1)))
+    first = await RawPeer.open(*two.s2s, claimed="a.test", target="two.test")
+    await first.open_server_stream()
+    second = await RawPeer.open(*two.s2s, claimed="b.test", target="two.test")
+    await second.send_header(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server'"
+                             b" xmlns:stream='http://etherx.jabber.org/streams' from='b.test' to='two.test'"
+                             b" version='1.0'>")
+    assert await second.expect_stream_error() is StreamCondition.RESOURCE_CONSTRAINT
+    # The first one is unaffected: it still negotiates.
+    assert (await first.secure()).name == "features"

@@ -134,7 +134,7 @@ class Federation:
 
     def admit(self, stream: ServerStream) -> bool:
         """Whether one more server stream fits in ``s2s.max_connections``."""
-        return len(self._streams) <= self.config.max_connections and not self._stopping
+        return len(self._streams) < self.config.max_connections and not self._stopping
 
     def stream_ended(self, stream: ServerStream) -> None:
         self._streams.discard(stream)
@@ -162,7 +162,7 @@ class Federation:
             await self._bounce(stanza, sender, to, Condition.REMOTE_SERVER_NOT_FOUND)
             return
         inbound = self._bidi.get((local, remote))
-        if inbound is not None and not inbound.ended:
+        if inbound is not None and not inbound.ended and not inbound.core.closed:
             inbound.send(stanza)
             return
         route = self._route(local, remote)
