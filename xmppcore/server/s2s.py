@@ -166,7 +166,7 @@ class Federation:
             inbound.send(stanza)
             return
         route = self._route(local, remote)
-        if route.stream is not None and route.stream.ready:
+        if route.stream is not None and route.stream.ready and not route.queue:
             route.stream.send(stanza)
             return
         if len(route.queue) >= self.config.max_queued_per_domain:
@@ -212,18 +212,21 @@ class Federation:
             stream = await self._open(route, target)
             if stream is None:
                 continue
-            route.stream = stream
             for stream_id, key in route.verifications:
                 stream.outgoing.request_verification(stream_id=stream_id, key=key)
             route.verifications.clear()
             stream.transport.pump()
-            if not await stream.authenticated:
-                return False  # the server answered and refused: other addresses would too
-            while route.queue and stream.ready:
-                stream.send(route.queue.popleft())
-            return True
+            # outbound_ready() flushed the queue the moment the stream was authenticated.
+            return await stream.authenticated  # False: the server refused; other addresses would too
         log.info("no address of %s accepted a connection (%d tried)", route.remote, len(targets))
         return False
+
+    def outbound_ready(self, stream: OutboundServerStream) -> None:
+        """``stream`` is authenticated: what waited for it goes first, in order."""
+        route = self._routes.get((stream.local, stream.remote))
+        if route is not None and route.stream is stream:
+            while route.queue and stream.ready:
+                stream.send(route.queue.popleft())
 
     async def _open(self, route: _Route, target: Target) -> OutboundServerStream | None:
         if len(self._streams) >= self.config.max_connections:
@@ -236,6 +239,7 @@ class Federation:
             stream = OutboundServerStream(self, transport, local=route.local, remote=route.remote,
                                           direct_tls=target.direct_tls)
             self._streams.add(stream)
+            route.stream = stream  # before any byte arrives: outbound_ready() looks for it
             made.append(stream)
             return stream
 

@@ -230,6 +230,7 @@ class OutboundServerStream(ServerStream):
             self.authenticated_as.append((event.local, event.remote, event.method, event.bidi))
             log.info("[%s] authenticated to %s as %s (%s%s)", self.stream_tag, event.remote, event.local,
                      event.method, ", bidi" if event.bidi else "")
+            self.federation.outbound_ready(self)
             if not self.authenticated.done():
                 self.authenticated.set_result(True)
         elif isinstance(event, ev.DialbackVerifyResult):
