@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 
 from ..jid import JID, InvalidJID
 from ..stanza.errors import SaslCondition, SaslFailure, StreamCondition, StreamError
@@ -25,8 +26,8 @@ from ..xml.namespaces import (
 )
 from ..xml.parser import StreamHeader
 
-__all__ = ["as_domain", "check_server_header", "domain_of", "external_authzid", "receiving_features",
-           "requested_local_domain"]
+__all__ = ["as_domain", "check_server_header", "check_stanza_addresses", "domain_of", "external_authzid",
+           "receiving_features", "requested_local_domain", "response_header_attrs"]
 
 
 def domain_of(address: str | None) -> str | None:
@@ -93,6 +94,17 @@ def check_server_header(header: StreamHeader, *, local: str, peer: str) -> str:
     return peer_from
 
 
+def response_header_attrs(*, stream_id: str, local: str, peer: str) -> dict[str, str]:
+    """The attributes of the receiving server's response header (§4.7): its 'from' and 'to'
+    only once known, so that an early error header does not make them up."""
+    attrs = {"id": stream_id, "version": "1.0"}
+    if local:
+        attrs["from"] = local
+    if peer:
+        attrs["to"] = peer
+    return attrs
+
+
 def receiving_features(*, after_sasl: bool, tls_available: bool, tls_required: bool, tls_active: bool,
                        external: bool, dialback: bool, bidi: bool) -> Element:
     """The ``<stream:features/>`` a receiving server sends after its header.
@@ -136,3 +148,19 @@ def external_authzid(payload: str, *, peer_domain: str) -> str:
     if not identity or identity != peer_domain:
         raise SaslFailure(SaslCondition.INVALID_AUTHZID)
     return identity
+
+
+def check_stanza_addresses(stanza: Element, *, is_hosted: Callable[[str], bool],
+                           authenticated: AbstractSet[tuple[str, str]]) -> None:
+    """Refuse a stanza from a peer server whose addresses the stream does not allow.
+
+    §4.9.3.11 missing or broken addresses; §4.9.3.6 a recipient we do not serve; §4.9.3.9 a
+    sender not authenticated for that recipient (``authenticated`` holds ``(remote, local)``).
+    """
+    sender, recipient = domain_of(stanza.get("from")), domain_of(stanza.get("to"))
+    if sender is None or recipient is None:
+        raise StreamError(StreamCondition.IMPROPER_ADDRESSING)
+    if not is_hosted(recipient):
+        raise StreamError(StreamCondition.HOST_UNKNOWN, f"{recipient} is not served here")
+    if (sender, recipient) not in authenticated:
+        raise StreamError(StreamCondition.INVALID_FROM, f"{sender} is not authenticated for {recipient}")

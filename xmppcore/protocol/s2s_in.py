@@ -3,10 +3,11 @@
 A peer server connects to us to deliver its users' stanzas.  After STARTTLS (RFC 6120 §5) it
 authenticates either with SASL EXTERNAL and its certificate (§6, XEP-0178) or with Server
 Dialback (XEP-0220), one domain pair at a time and several pairs per stream (multiplexing);
-XEP-0288 lets it ask us to send our own stanzas back over the same connection.  On any stream
-we also answer ``<db:verify/>`` for keys our outgoing streams handed out: XEP-0185 keys come
-from the shared secret, so no state is needed.  Every stanza is checked against the pairs
-authenticated so far (§4.9.3.9, §4.9.3.11) and handed on in ``jabber:client`` (§4.8.3).
+XEP-0288 lets it ask us to send our own stanzas back over the same connection.  Dialback keys
+awaiting a verdict, and the ``<db:verify/>`` questions any stream may bring us as an
+authoritative server, are kept and answered by ``s2s_in_dialback.DialbackReceiver``.  Every
+stanza is checked against the pairs authenticated so far (§4.9.3.9, §4.9.3.11) and handed on
+in ``jabber:client`` (§4.8.3).
 
 Feed it bytes with ``receive_data``; read ``pop_events`` and ``data_to_send``; answer
 ``TlsRequested`` with ``tls_established`` and ``DialbackKeyReceived`` with
@@ -18,42 +19,22 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 
-from ..stanza.errors import (
-    Condition,
-    ProtocolUsageError,
-    SaslCondition,
-    SaslFailure,
-    StreamCondition,
-    StreamError,
-)
+from ..stanza.errors import (Condition, ProtocolUsageError, SaslCondition, SaslFailure, StreamCondition,
+                             StreamError)
 from ..xml.element import Element
-from ..xml.namespaces import (
-    NS_BIDI,
-    NS_CLIENT,
-    NS_DIALBACK,
-    NS_SASL,
-    NS_SERVER,
-    NS_TLS,
-)
+from ..xml.namespaces import NS_BIDI, NS_CLIENT, NS_DIALBACK, NS_SASL, NS_SERVER, NS_TLS
 from ..xml.parser import StreamHeader
 from ..xml.serializer import serialize_dialback
 from . import events as ev
-from .dialback import result_element, verify_answer
-from .s2s_header import (
-    as_domain,
-    check_server_header,
-    domain_of,
-    external_authzid,
-    receiving_features,
-    requested_local_domain,
-)
+from .s2s_header import (check_server_header, check_stanza_addresses, domain_of, external_authzid,
+                         receiving_features, requested_local_domain, response_header_attrs)
+from .s2s_in_dialback import DialbackReceiver
 from .stream import XmlStream
 
 __all__ = ["TRANSITIONS", "S2SInState", "S2SIncoming"]
 
 _STANZAS = frozenset({"message", "presence", "iq"})
-_MAX_PENDING = 16        # dialback keys awaiting the runtime's verdict at once (STYLE rule 8)
-_MAX_SASL_FAILURES = 3   # RFC 6120 §6.4.5: a reasonable number of retries, then the stream ends
+_MAX_SASL_FAILURES = 3  # RFC 6120 §6.4.5: a reasonable number of retries, then the stream ends
 
 
 class S2SInState(enum.Enum):
@@ -101,7 +82,6 @@ class S2SIncoming(XmlStream):
         super().__init__(max_stanza_size=max_stanza_size)
         self._is_hosted = domains
         self._new_id = id_factory
-        self._secret = dialback_secret
         self._tls_available = tls_available
         self._tls_required = tls_required
         self._tls_active = tls_active
@@ -119,8 +99,8 @@ class S2SIncoming(XmlStream):
         self.peer_domain = ""   # the peer header's 'from' ("" when it gave none)
         self._bidi = False
         self._pairs: set[tuple[str, str]] = set()       # (remote, local) authenticated
-        self._pending: set[tuple[str, str]] = set()     # (originating, receiving) keys out for checking
-        self._discarded: set[tuple[str, str]] = set()   # keys forgotten by a restart
+        self._dialback = DialbackReceiver(secret=dialback_secret, is_hosted=domains,
+                                          allowed=self._dialback_allowed, tls_required=tls_required)
         self._sasl_identity = ""
         self._sasl_failures = 0
 
@@ -147,27 +127,25 @@ class S2SIncoming(XmlStream):
 
     def dialback_verified(self, originating: str, receiving: str, valid: bool) -> None:
         """Answer ``DialbackKeyReceived`` with the authoritative server's verdict (XEP-0220 §2.2.1)."""
-        if not self._take_pending(originating, receiving):
+        answer = None if self._closed else self._dialback.verdict(
+            originating, receiving, valid=valid, others_verified=bool(self._pairs))
+        if answer is None:
             return
+        self._send(answer)
         if valid:
-            self._send(result_element(from_=receiving, to=originating, type_="valid"))
             if self.state is S2SInState.NEGOTIATING:
                 self._to(S2SInState.AUTHENTICATED)
             self._authorize(remote=originating, local=receiving, method="dialback")
-        elif self._pairs:
-            # XEP-0220 §2.1.2: <forbidden/> instead of 'invalid' refuses this pair without
-            # losing the pairs already verified on the stream.
-            self._send(result_element(from_=receiving, to=originating, error=Condition.FORBIDDEN))
-        else:
+        elif not self._pairs:
             # XEP-0220 §2.2.1: the peer tried to spoof the domain; "MUST close the XML stream".
-            self._send(result_element(from_=receiving, to=originating, type_="invalid"))
             self.close()
 
     def dialback_failed(self, originating: str, receiving: str, condition: Condition) -> None:
         """The key could not be checked (authoritative server unreachable...): a dialback error,
         which leaves the stream open (XEP-0220 §2.5)."""
-        if self._take_pending(originating, receiving):
-            self._send(result_element(from_=receiving, to=originating, error=condition))
+        answer = None if self._closed else self._dialback.failure(originating, receiving, condition)
+        if answer is not None:
+            self._send(answer)
 
     def send_stanza(self, stanza: Element) -> None:
         """Send a ``jabber:client`` stanza to the peer over its own connection (XEP-0288 §2.2).
@@ -223,12 +201,8 @@ class S2SIncoming(XmlStream):
         self._now = now
 
     def _header_attrs(self) -> dict[str, str]:
-        attrs = {"id": self.stream_id or self._new_stream_id(), "version": "1.0"}
-        if self.local_domain:
-            attrs["from"] = self.local_domain
-        if self.peer_domain:
-            attrs["to"] = self.peer_domain
-        return attrs
+        return response_header_attrs(
+            stream_id=self.stream_id or self._new_stream_id(), local=self.local_domain, peer=self.peer_domain)
 
     def _new_stream_id(self) -> str:
         self.stream_id = self._new_id()
@@ -278,10 +252,8 @@ class S2SIncoming(XmlStream):
             if ns != NS_SERVER:
                 raise StreamError(StreamCondition.INVALID_NAMESPACE, "stanzas between servers are in jabber:server")
             self._on_stanza(element)
-        elif ns == NS_DIALBACK and name == "verify":
-            self._on_verify(element)
-        elif ns == NS_DIALBACK and name == "result":
-            self._on_result(element)
+        elif ns == NS_DIALBACK and name in ("result", "verify"):
+            self._on_dialback(element)
         elif ns == NS_TLS and name == "starttls":
             self._on_starttls()
         elif self._tls_required and not self._tls_active:
@@ -302,7 +274,7 @@ class S2SIncoming(XmlStream):
             return
         self._send(Element("proceed", NS_TLS))
         # RFC 6120 §5.4.3.3: what the peer said before TLS is forgotten.
-        self._discard_pending()
+        self._dialback.forget_pending()
         self._bidi = False
         self._to(S2SInState.TLS_PENDING)
         self._events.append(ev.TlsRequested())
@@ -352,7 +324,7 @@ class S2SIncoming(XmlStream):
         self._send(Element("success", NS_SASL))
         # RFC 6120 §6.4.6: a restart follows; the pair is authorized once it happened.
         self._sasl_identity = identity
-        self._discard_pending()
+        self._dialback.forget_pending()
         self._restart()
         self._to(S2SInState.WAIT_HEADER)
 
@@ -366,79 +338,24 @@ class S2SIncoming(XmlStream):
         elif self._sasl_failures >= _MAX_SASL_FAILURES:
             self.close(StreamCondition.POLICY_VIOLATION, "too many failed authentication attempts")
 
-    # -- Server Dialback (XEP-0220 §2.2) ---------------------------------------------------------
-    def _on_result(self, element: Element) -> None:
-        if element.get("type") is not None:
-            # §2.2: requests to us carry no 'type'; an answer we never asked for is dropped
-            # (§3.1 "unsolicited dialback", XEP-0288 §4): it must never authorize anything.
-            return
-        originating, receiving = as_domain(element.get("from")), as_domain(element.get("to"))
-        if originating is None or receiving is None:
-            raise StreamError(StreamCondition.IMPROPER_ADDRESSING, "<db:result/> needs domains in 'from' and 'to'")
-        refusal = self._dialback_refusal(receiving)
-        if refusal is not None:
-            self._send(result_element(from_=receiving, to=originating, error=refusal))
-        elif (originating, receiving) in self._pairs:
-            self._send(result_element(from_=receiving, to=originating, type_="valid"))  # already verified
-        elif (originating, receiving) not in self._pending:  # one verification per pair at a time
-            self._pending.add((originating, receiving))
-            self._events.append(ev.DialbackKeyReceived(
-                originating=originating, receiving=receiving, key=element.text.strip(), stream_id=self.stream_id))
-
-    def _dialback_refusal(self, receiving: str) -> Condition | None:
-        """XEP-0220 §2.5: why a key cannot even be checked, as a dialback error condition."""
-        if not self._is_hosted(receiving):
-            return Condition.ITEM_NOT_FOUND
-        if self._tls_required and not self._tls_active:
-            return Condition.POLICY_VIOLATION  # our policy mandates TLS before dialback
-        if not self._dialback_allowed:
-            return Condition.NOT_AUTHORIZED    # our policy wants a valid certificate
-        if len(self._pending) >= _MAX_PENDING:
-            return Condition.RESOURCE_CONSTRAINT
-        return None
-
-    def _on_verify(self, element: Element) -> None:
-        """§2.2.2: we are the authoritative server asked about a key one of our streams sent."""
-        if element.get("type") is not None:
-            return  # an unsolicited answer (§3.1)
-        originating, receiving = as_domain(element.get("to")), as_domain(element.get("from"))
-        if originating is None or receiving is None:
-            raise StreamError(StreamCondition.IMPROPER_ADDRESSING, "<db:verify/> needs domains in 'from' and 'to'")
-        stream_id = element.get("id") or ""
-        if not stream_id:
-            raise StreamError(StreamCondition.INVALID_XML, "<db:verify/> needs an 'id'")
-        self._send(verify_answer(originating=originating, receiving=receiving, stream_id=stream_id,
-                                 key=element.text, secret=self._secret, is_hosted=self._is_hosted))
-
-    def _take_pending(self, originating: str, receiving: str) -> bool:
-        """Whether an answer for this pair is still awaited (False: drop the stale answer)."""
-        if self._closed:
-            return False
-        pair = (originating, receiving)
-        if pair in self._pending:
-            self._pending.remove(pair)
-            return True
-        if pair in self._discarded:
-            return False
-        raise ProtocolUsageError(f"no dialback key from {originating} to {receiving} is awaiting an answer")
-
-    def _discard_pending(self) -> None:
-        self._discarded |= self._pending
-        self._pending.clear()
+    # -- Server Dialback (XEP-0220 §2.2, in s2s_in_dialback.py) ---------------------------------
+    def _on_dialback(self, element: Element) -> None:
+        outcome: Element | ev.DialbackKeyReceived | None
+        if element.name == "verify":
+            outcome = self._dialback.on_verify(element)
+        else:
+            outcome = self._dialback.on_result(element, stream_id=self.stream_id, tls_active=self._tls_active,
+                                               verified=self._pairs)
+        if isinstance(outcome, Element):
+            self._send(outcome)  # an answer, or a refusal
+        elif outcome is not None:
+            self._events.append(outcome)  # a key for the runtime to check
 
     # -- stanzas (RFC 6120 §8, §4.9.3) -----------------------------------------------------------
     def _on_stanza(self, element: Element) -> None:
-        # §4.9.3.12 before authentication; §4.9.3.11 missing or broken addresses; §4.9.3.6 a
-        # recipient we do not serve; §4.9.3.9 a sender not authenticated for that recipient.
         if self.state is not S2SInState.AUTHENTICATED:
-            raise StreamError(StreamCondition.NOT_AUTHORIZED)
-        sender, recipient = domain_of(element.get("from")), domain_of(element.get("to"))
-        if sender is None or recipient is None:
-            raise StreamError(StreamCondition.IMPROPER_ADDRESSING)
-        if not self._is_hosted(recipient):
-            raise StreamError(StreamCondition.HOST_UNKNOWN, f"{recipient} is not served here")
-        if (sender, recipient) not in self._pairs:
-            raise StreamError(StreamCondition.INVALID_FROM, f"{sender} is not authenticated for {recipient}")
+            raise StreamError(StreamCondition.NOT_AUTHORIZED)  # §4.9.3.12
+        check_stanza_addresses(element, is_hosted=self._is_hosted, authenticated=self._pairs)
         self._last_stanza = self._now
         self._events.append(ev.StanzaReceived(stanza=element.renamespaced(NS_SERVER, NS_CLIENT)))
 

@@ -2,8 +2,8 @@
 
 One stream from ``local`` to ``remote``, sans I/O: STARTTLS (RFC 6120 §5), then SASL EXTERNAL
 (XEP-0178) when offered, else a Server Dialback key (XEP-0220 §2.1.1, XEP-0185); XEP-0288 bidi
-when the peer's certificate is valid for ``remote``.  The stream also carries our
-``<db:verify/>`` questions to ``remote`` as an authoritative server (XEP-0220 §2.1.2).
+when the peer's certificate is valid for ``remote``.  The stream also carries our ``<db:verify/>``
+questions to ``remote`` as an authoritative server (XEP-0220 §2.1.2; see :mod:`.s2s_out_verify`).
 Drive it like ``C2SClient``; answer ``TlsProceed`` with ``tls_established``.
 """
 
@@ -21,12 +21,12 @@ from ..xml.parser import StreamHeader
 from ..xml.serializer import serialize_dialback
 from . import events as ev
 from .dialback import dialback_error_condition, dialback_key, result_element, verify_element
+from .s2s_out_verify import MAX_PENDING_VERIFICATIONS, VerificationRequests, VerificationUpdate
 from .stream import XmlStream
 
 __all__ = ["S2SOutgoing", "S2SOutState", "OUT_TRANSITIONS", "MAX_PENDING_VERIFICATIONS"]
 
 _STANZAS = frozenset({"message", "presence", "iq"})
-MAX_PENDING_VERIFICATIONS = 256  # <db:verify/> questions queued or unanswered on one stream
 
 
 class S2SOutState(enum.Enum):
@@ -58,8 +58,6 @@ OUT_TRANSITIONS: Mapping[S2SOutState, frozenset[S2SOutState]] = {
     _S.DRAINING: frozenset({_S.CLOSED}),
     _S.CLOSED: frozenset(),
 }
-# Where <db:verify/> may be sent: past TLS and SASL (a restart would lose the answer).
-_VERIFY_STATES = frozenset({_S.DIALBACK, _S.READY, _S.DRAINING})
 
 
 def _never(domain: str) -> bool:
@@ -102,8 +100,7 @@ class S2SOutgoing(XmlStream):
         self.bidi_negotiated = False
         self._authenticated = False          # SASL EXTERNAL succeeded; features after the restart
         self._peer_dialback = False          # the peer's header or features announce dialback
-        self._queued: list[tuple[str, str]] = []  # (stream id, key) not sent yet
-        self._asked: list[str] = []               # stream ids of <db:verify/> awaiting an answer
+        self._verifications = VerificationRequests(local=local, remote=remote)
 
     # -- calls from the runtime ----------------------------------------------------------------
     @property
@@ -139,15 +136,11 @@ class S2SOutgoing(XmlStream):
         our incoming stream ``stream_id``; sent once the stream allows, ``DialbackVerifyResult`` answers."""
         if self._closed:
             raise ProtocolUsageError("the stream is closed")
-        if len(self._queued) + len(self._asked) >= MAX_PENDING_VERIFICATIONS:
-            self._verify_result(stream_id, None)
-            return
-        self._queued.append((stream_id, key))
-        self._flush_verifications()
+        self._apply_verifications(self._verifications.request(stream_id=stream_id, key=key))
 
     def connection_lost(self) -> None:
         if not self._closed:
-            self._fail_verifications()
+            self._apply_verifications(self._verifications.fail_all())
         super().connection_lost()
         self._to(S2SOutState.CLOSED)
 
@@ -295,7 +288,8 @@ class S2SOutgoing(XmlStream):
         key = dialback_key(self._secret, receiving=self.remote, originating=self.local, stream_id=self.stream_id)
         self._send(result_element(from_=self.local, to=self.remote, key=key))  # XEP-0220 §2.1.1
         self._to(S2SOutState.DIALBACK)
-        self._flush_verifications()
+        # Past TLS and SASL: no stream restart can lose the answers to <db:verify/> now.
+        self._apply_verifications(self._verifications.allow(peer_dialback=self._peer_dialback))
 
     def _on_dialback(self, element: Element) -> None:
         kind = element.get("type")
@@ -307,7 +301,10 @@ class S2SOutgoing(XmlStream):
         elif element.name == "result":
             self._on_result(element, kind)
         else:
-            self._on_verify_answer(element, kind)
+            answered = self._verifications.answer(element, kind)
+            self._apply_verifications(answered)
+            if answered.results and self.state is S2SOutState.DRAINING and not self._verifications.awaiting_answers:
+                self.close()  # the last answer we waited for
 
     def _refuse_dialback_request(self, element: Element) -> None:
         # XEP-0288 §2.2 lets the peer try dialback back over a bidi stream; we do not take it,
@@ -332,41 +329,14 @@ class S2SOutgoing(XmlStream):
         self._to(S2SOutState.READY)
         self._events.append(ev.PeerAuthenticated(
             local=self.local, remote=self.remote, method=method, bidi=self.bidi_negotiated))
-        self._flush_verifications()
+        self._apply_verifications(self._verifications.allow(peer_dialback=self._peer_dialback))
 
-    # -- verification requests (XEP-0220 §2.1.2) ------------------------------------------------
-    def _flush_verifications(self) -> None:
-        if self.state not in _VERIFY_STATES:
-            return
-        queued, self._queued = self._queued, []
-        for stream_id, key in queued:
-            if not self._peer_dialback:
-                self._verify_result(stream_id, None)  # the peer cannot answer <db:verify/>
-                continue
-            self._send(verify_element(from_=self.local, to=self.remote, stream_id=stream_id, key=key))
-            self._asked.append(stream_id)
+    # -- verification requests (XEP-0220 §2.1.2, kept by s2s_out_verify) ---------------------------
+    def _apply_verifications(self, update: VerificationUpdate) -> None:
+        for element in update.to_send:
+            self._send(element)
             self._sent_since_check = True
-
-    def _on_verify_answer(self, element: Element, kind: str) -> None:
-        stream_id = element.get("id") or ""
-        if (element.get("from") != self.remote or element.get("to") != self.local
-                or stream_id not in self._asked):
-            return  # XEP-0220 §3.1: an unsolicited answer is dropped
-        self._asked.remove(stream_id)
-        self._verify_result(stream_id, {"valid": True, "invalid": False}.get(kind))
-        if self.state is S2SOutState.DRAINING and not self._asked:
-            self.close()
-
-    def _verify_result(self, stream_id: str, valid: bool | None) -> None:
-        self._events.append(ev.DialbackVerifyResult(
-            originating=self.remote, receiving=self.local, stream_id=stream_id, valid=valid))
-
-    def _fail_verifications(self) -> None:
-        # XEP-0220 §2.1.2: requests pending when the stream ends count as failed.
-        pending = self._asked + [stream_id for stream_id, _ in self._queued]
-        self._asked, self._queued = [], []
-        for stream_id in pending:
-            self._verify_result(stream_id, None)
+        self._events.extend(update.results)
 
     # -- stanzas from the peer (XEP-0288) ----------------------------------------------------------
     def _on_stanza(self, element: Element) -> None:
@@ -395,7 +365,7 @@ class S2SOutgoing(XmlStream):
 
     def _give_up(self, reason: str) -> None:
         self._events.append(ev.NegotiationFailed(reason=reason))
-        if self.state is S2SOutState.DIALBACK and self._asked:
+        if self.state is S2SOutState.DIALBACK and self._verifications.awaiting_answers:
             # XEP-0220 §2.5: a dialback error leaves the stream up; let the peer answer the
             # verification requests already out, then close.
             self._to(S2SOutState.DRAINING)
@@ -417,7 +387,7 @@ class S2SOutgoing(XmlStream):
 
     def _finish(self, err: StreamError | None, *, by_peer: bool) -> None:
         if not self._closed:
-            self._fail_verifications()
+            self._apply_verifications(self._verifications.fail_all())
         super()._finish(err, by_peer=by_peer)
         self._to(S2SOutState.CLOSED)
 
