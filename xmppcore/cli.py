@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="client direct TLS port, XEP-0368 (default 5223; 0 = any free port; -1 = off)")
     serve.add_argument("--s2s-port", type=int, metavar="PORT",
                        help="server-to-server STARTTLS port for federation (default 5269; 0 = any free port;"
-                            " -1 = no listener)")
+                            " -1 = no federation listeners, direct TLS included; others are still reached)")
     serve.add_argument("--storage", choices=("sqlite", "postgres", "memory"),
                        help="storage driver (default sqlite)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
@@ -86,6 +86,8 @@ def _config(args: argparse.Namespace) -> Config:
         direct_tls_port=getattr(args, "direct_tls_port", None),
         storage_driver=getattr(args, "storage", None),
         s2s_port=getattr(args, "s2s_port", None),
+        # -1 turns off listening for servers altogether (both federation listeners).
+        s2s_direct_tls_port=-1 if getattr(args, "s2s_port", None) == -1 else None,
     )
 
 
@@ -154,6 +156,12 @@ async def _serve(config: Config) -> int:
         print(f"xmppcore: c2s (STARTTLS) on {address}:{port}", flush=True)
     for address, port in server.direct_tls_addresses:
         print(f"xmppcore: c2s (direct TLS) on {address}:{port}", flush=True)
+    for address, port in server.federation.addresses:
+        print(f"xmppcore: s2s (STARTTLS) on {address}:{port}", flush=True)
+    for address, port in server.federation.direct_tls_addresses:
+        print(f"xmppcore: s2s (direct TLS) on {address}:{port}", flush=True)
+    for address, port in server.components.addresses:
+        print(f"xmppcore: components (XEP-0114) on {address}:{port}", flush=True)
     print(f"xmppcore: serving {', '.join(config.domains)}; data in {resolved_data_dir(config)}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from .jid import JID, InvalidJID
 
 __all__ = [
-    "ConfigError", "C2SConfig", "S2SConfig", "TLSConfig", "StorageConfig", "AuthConfig", "ModulesConfig", "Config",
+    "ConfigError", "C2SConfig", "S2SConfig", "ComponentsConfig", "TLSConfig", "StorageConfig", "AuthConfig", "ModulesConfig", "Config",
     "load_config", "config_from_mapping", "with_overrides", "options_from_mapping",
     "resolved_data_dir", "resolved_storage_path",
 ]
@@ -93,6 +93,18 @@ class S2SConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ComponentsConfig:
+    """External components (XEP-0114): services that connect to us and serve a domain of their own."""
+
+    bind: tuple[str, ...] = ()               # () = the same addresses as c2s.bind
+    port: int = 5347                         # 0 = ephemeral (tests); -1 = no listener
+    # component domain -> shared secret; never in repr()
+    secrets: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    max_stanza_size: int = 524288            # bytes
+    auth_timeout: float = 30.0               # seconds to complete the handshake
+
+
+@dataclass(frozen=True, slots=True)
 class TLSConfig:
     """Certificate and key (PEM); both empty means a self-signed pair generated under data_dir."""
 
@@ -137,6 +149,7 @@ class Config:
     log_level: str = "info"
     c2s: C2SConfig = C2SConfig()
     s2s: S2SConfig = S2SConfig()
+    components: ComponentsConfig = ComponentsConfig()
     tls: TLSConfig = TLSConfig()
     storage: StorageConfig = StorageConfig()
     auth: AuthConfig = AuthConfig()
@@ -229,6 +242,11 @@ _RULES: Mapping[str, _Rule] = {
     "s2s.max_connections": _Rule(low=1, high=1_000_000),
     "s2s.max_queued_per_domain": _Rule(low=1, high=1_000_000),
     "s2s.max_stanza_size": _Rule(low=1024, high=16 * 1024 * 1024),
+    "components.bind": _Rule(what="an IP address or host name", check=_bind_address),
+    "components.port": _PORT,
+    "components.secrets": _Rule(what="a non-empty secret", check=_non_empty),
+    "components.max_stanza_size": _Rule(low=1024, high=16 * 1024 * 1024),
+    "components.auth_timeout": _Rule(above=0),
     "storage.driver": _Rule(choices=_STORAGE_DRIVERS),
     "auth.scram_iterations": _Rule(low=4096, high=10_000_000),
     "auth.failure_delay": _Rule(low=0),
@@ -400,6 +418,10 @@ def _check_cross_fields(config: Config, source: str) -> None:
     if s2s.port > 0 and s2s.port == s2s.direct_tls_port:
         raise ConfigError(source, "s2s.direct_tls_port",
                           f"same port as s2s.port ({s2s.port}); choose another, or -1 to disable")
+    for domain in config.components.secrets:
+        if domain in config.domains:
+            raise ConfigError(source, f"components.secrets.{domain}",
+                              "is a hosted domain; a component needs a domain of its own")
     c2s = config.c2s
     if c2s.port > 0 and c2s.port == c2s.direct_tls_port:
         raise ConfigError(source, "c2s.direct_tls_port",
@@ -476,7 +498,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str, base_dir: Path)
 def with_overrides(
     config: Config, *, domains: Sequence[str] | None = None, bind: Sequence[str] | None = None,
     data_dir: str | None = None, c2s_port: int | None = None, direct_tls_port: int | None = None,
-    storage_driver: str | None = None, s2s_port: int | None = None,
+    storage_driver: str | None = None, s2s_port: int | None = None, s2s_direct_tls_port: int | None = None,
 ) -> Config:
     """`config` with command-line values applied, validated like the file (errors name "<command line>")."""
     def given(values: dict[str, Any]) -> dict[str, Any]:
@@ -486,7 +508,7 @@ def with_overrides(
         return values if values is None or isinstance(values, str) else list(values)
 
     c2s = given({"bind": as_list(bind), "port": c2s_port, "direct_tls_port": direct_tls_port})
-    data = given({"domains": as_list(domains), "data_dir": data_dir, "c2s": c2s, "s2s": given({"port": s2s_port}),
+    data = given({"domains": as_list(domains), "data_dir": data_dir, "c2s": c2s, "s2s": given({"port": s2s_port, "direct_tls_port": s2s_direct_tls_port}),
                   "storage": given({"driver": storage_driver})})
     updated: Config = _build(Config, data, "", _COMMAND_LINE_SOURCE, config)
     if data_dir is not None:  # typed in a shell, so relative to where the command runs

@@ -658,7 +658,7 @@ def test_a_stanza_while_the_key_is_being_checked_is_not_authorized(raw: RawPeer)
     (stanza_text(frm="evil.example"), "invalid-from"),
     (stanza_text(to="romeo@elsewhere.example"), "host-unknown"),              # §4.9.3.6
     (stanza_text(to=f"romeo@{CHAT}"), "invalid-from"),                        # a hosted target never negotiated
-    (f"<message to='romeo@{LOCAL}'/>", "improper-addressing"),                # §4.9.3.11
+    (f"<message to='romeo@{LOCAL}'/>", "improper-addressing"),                # §4.9.3.7
     (f"<presence from='juliet@{REMOTE}'/>", "improper-addressing"),
     (f"<iq from='' to='{LOCAL}' type='get' id='1'/>", "improper-addressing"),
     (f"<iq from='juliet@{REMOTE}' to='@{LOCAL}' type='get' id='1'/>", "improper-addressing"),

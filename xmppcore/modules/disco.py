@@ -3,7 +3,8 @@
 Answers disco#info and disco#items for the server's domain and, on behalf of accounts, for
 their bare JIDs (RFC 6121 §8.5.1.1).  Features and identities come from what every loaded
 module declared through ``mod.add_feature`` / ``mod.add_identity``, so the answer always
-matches what is loaded.  Nodes are not supported yet: a query with a node gets
+matches what is loaded.  The server's disco#items lists the external components (XEP-0114)
+configured on its subdomains.  Nodes are not supported yet: a query with a node gets
 ``item-not-found``.
 
 An account is described only to those who may see its presence (§8): the account itself, and
@@ -74,7 +75,10 @@ def setup(mod: ModuleContext) -> None:
 
     async def host_items(request: IqRequest) -> Element:
         check_node(request)
-        return Element("query", NS_DISCO_ITEMS)
+        query = Element("query", NS_DISCO_ITEMS)
+        for domain in mod.components():  # XEP-0114 services on our subdomains (XEP-0030 §4.2)
+            query.add("item", attrs={"jid": domain})
+        return query
 
     async def account_items(request: IqRequest) -> Element:
         check_node(request)

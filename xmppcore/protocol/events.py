@@ -15,7 +15,7 @@ __all__ = [
     "Event", "StreamOpened", "TlsRequested", "CredentialsNeeded", "AuthSucceeded", "AuthFailed",
     "BindRequested", "RegistrationRequested", "StanzaReceived", "StreamClosed", "FeaturesReceived",
     "TlsProceed", "Authenticated", "Bound", "BindFailed", "NegotiationFailed",
-    "DialbackKeyReceived", "DialbackVerifyResult", "PeerAuthenticated",
+    "DialbackKeyReceived", "DialbackVerifyResult", "PeerAuthenticated", "ComponentAuthenticated",
 ]
 
 
@@ -192,8 +192,17 @@ class PeerAuthenticated:
     bidi: bool = False
 
 
+# -- external components (protocol/component.py) -------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComponentAuthenticated:
+    """XEP-0114 §3: the component proved it knows ``domain``'s secret; stanzas flow now."""
+
+    domain: str
+
+
 Event = (
     StreamOpened | TlsRequested | CredentialsNeeded | AuthSucceeded | AuthFailed | BindRequested
     | RegistrationRequested | StanzaReceived | StreamClosed | FeaturesReceived | TlsProceed | Authenticated
     | Bound | BindFailed | NegotiationFailed | DialbackKeyReceived | DialbackVerifyResult | PeerAuthenticated
+    | ComponentAuthenticated
 )

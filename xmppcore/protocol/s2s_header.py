@@ -154,7 +154,7 @@ def check_stanza_addresses(stanza: Element, *, is_hosted: Callable[[str], bool],
                            authenticated: AbstractSet[tuple[str, str]]) -> None:
     """Refuse a stanza from a peer server whose addresses the stream does not allow.
 
-    §4.9.3.11 missing or broken addresses; §4.9.3.6 a recipient we do not serve; §4.9.3.9 a
+    §4.9.3.7 missing or broken addresses; §4.9.3.6 a recipient we do not serve; §4.9.3.9 a
     sender not authenticated for that recipient (``authenticated`` holds ``(remote, local)``).
     """
     sender, recipient = domain_of(stanza.get("from")), domain_of(stanza.get("to"))

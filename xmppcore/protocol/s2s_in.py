@@ -6,7 +6,7 @@ Dialback (XEP-0220), one domain pair at a time and several pairs per stream (mul
 XEP-0288 lets it ask us to send our own stanzas back over the same connection.  Dialback keys
 awaiting a verdict, and the ``<db:verify/>`` questions any stream may bring us as an
 authoritative server, are kept and answered by ``s2s_in_dialback.DialbackReceiver``.  Every
-stanza is checked against the pairs authenticated so far (§4.9.3.9, §4.9.3.11) and handed on
+stanza is checked against the pairs authenticated so far (§4.9.3.9, §4.9.3.7) and handed on
 in ``jabber:client`` (§4.8.3).
 
 Feed it bytes with ``receive_data``; read ``pop_events`` and ``data_to_send``; answer

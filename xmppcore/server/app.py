@@ -25,6 +25,7 @@ from .c2s import ClientConnection
 from .host import Host
 from .modules import load_modules, unload_modules
 from .router import Router
+from .components import Components
 from .s2s import Federation
 from .sessions import SessionRegistry
 from .throttle import FailureThrottle
@@ -51,6 +52,8 @@ class Server:
             base_delay=config.auth.failure_delay, max_delay=config.auth.failure_delay_max,
             window=config.auth.failure_window,
         )
+        self.components = Components(self)
+        self.router.components = self.components
         self.federation = Federation(self)
         self.router.remote = self.federation.send
         self.tls_context: ssl.SSLContext | None = None
@@ -90,11 +93,15 @@ class Server:
         cert, key = self.certificate_files
         assert cert is not None and key is not None
         await self.federation.start(cert, key)
+        await self.components.start()
         log.info("xmppcore serving %s on %s", ", ".join(self.hosts),
                  ", ".join(f"{a}:{p}" for a, p in self.c2s_addresses + self.direct_tls_addresses))
         if self.federation.addresses or self.federation.direct_tls_addresses:
             log.info("federation listening on %s", ", ".join(
                 f"{a}:{p}" for a, p in self.federation.addresses + self.federation.direct_tls_addresses))
+        if self.components.addresses:
+            log.info("components (%s) on %s", ", ".join(sorted(self.config.components.secrets)),
+                     ", ".join(f"{a}:{p}" for a, p in self.components.addresses))
 
     def _setup_tls(self) -> None:
         tls = self.config.tls
@@ -134,6 +141,7 @@ class Server:
         for srv in self._listeners:
             srv.close()
         await self.federation.stop()
+        await self.components.stop()
         for conn in list(self._connections):
             conn.close(StreamCondition.SYSTEM_SHUTDOWN)
         for srv in self._listeners:
@@ -161,6 +169,10 @@ class Server:
     # -- services for connections --------------------------------------------------------------
     def is_hosted(self, domain: str) -> bool:
         return domain in self.hosts
+
+    def serves(self, domain: str) -> bool:
+        """Hosted, or a configured component's (what federation answers for)."""
+        return self.router.is_local(domain)
 
     @staticmethod
     def now() -> float:

@@ -141,6 +141,10 @@ class ModuleContext:
         """Answer ``stanza`` (from ``sender`` to ``to``) with an error from ``to``."""
         await self._server.router.bounce(stanza, sender, to, condition, text)
 
+    def components(self) -> list[str]:
+        """Configured external components (XEP-0114) on subdomains of this host."""
+        return self._server.components.under(self.host)
+
     @property
     def accounts(self) -> AccountManager:
         """The server's accounts (XEP-0077 changes them); deleting one fires ACCOUNT_DELETED."""

@@ -24,6 +24,7 @@ from .sessions import Session, SessionRegistry
 
 if TYPE_CHECKING:
     from .auth import AccountManager
+    from .components import Components
 
 __all__ = ["Router"]
 
@@ -43,6 +44,8 @@ class Router:
         self._accounts = accounts
         # Where stanzas for other domains go (server-to-server federation); None: nowhere.
         self.remote: Callable[[Element, JID, JID], Awaitable[None]] | None = None
+        # External components (XEP-0114): the domains they serve and how to reach them.
+        self.components: Components | None = None
 
     # -- from a local client ---------------------------------------------------------------
     async def route_from_client(self, session: Session, stanza: Element) -> None:
@@ -103,8 +106,11 @@ class Router:
         """Deliver ``stanza`` from ``sender`` to ``to``."""
         host = self._hosts.get(to.domain)
         if host is None:
-            # RFC 6120 §10.4: a domain we do not serve is reached over server-to-server streams.
-            if self.remote is not None and sender.domain in self._hosts:
+            components = self.components
+            if components is not None and components.serves(to.domain):
+                await components.send(stanza, sender, to)  # XEP-0114
+            elif self.remote is not None and self.is_local(sender.domain):
+                # RFC 6120 §10.4: a domain we do not serve is reached over server-to-server streams.
                 await self.remote(stanza, sender, to)
             else:
                 await self.bounce(stanza, sender, to, Condition.REMOTE_SERVER_NOT_FOUND)
@@ -126,6 +132,10 @@ class Router:
             await self._to_full(host, event)
         else:
             await self._to_bare(host, event)
+
+    def is_local(self, domain: str) -> bool:
+        """A domain this server answers for: a hosted one or a configured component's."""
+        return domain in self._hosts or (self.components is not None and self.components.serves(domain))
 
     async def _to_host(self, host: Host, event: hooks.StanzaEvent) -> None:
         name = event.stanza.name

@@ -158,7 +158,7 @@ class Federation:
     async def send(self, stanza: Element, sender: JID, to: JID) -> None:
         """Hand ``stanza`` to the stream for ``sender.domain`` → ``to.domain``."""
         local, remote = sender.domain, to.domain
-        if not self.config.enabled or not self.server.is_hosted(local):
+        if not self.config.enabled or not self.server.serves(local):
             await self._bounce(stanza, sender, to, Condition.REMOTE_SERVER_NOT_FOUND)
             return
         inbound = self._bidi.get((local, remote))
@@ -276,7 +276,7 @@ class Federation:
         route.verifications.clear()
 
     async def _bounce(self, stanza: Element, sender: JID, to: JID, condition: Condition) -> None:
-        if self.server.is_hosted(sender.domain):
+        if self.server.serves(sender.domain):
             await self.server.router.bounce(stanza, sender, to, condition)
 
     # -- dialback -----------------------------------------------------------------------------------

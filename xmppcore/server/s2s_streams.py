@@ -120,7 +120,7 @@ class InboundServerStream(ServerStream):
         super().__init__(federation, transport)
         cfg = federation.config
         self.core = self.incoming = S2SIncoming(
-            domains=federation.server.is_hosted,
+            domains=federation.server.serves,
             id_factory=lambda: secrets.token_urlsafe(16),
             now=asyncio.get_running_loop().time(),
             dialback_secret=federation.dialback_secret,
