@@ -37,9 +37,8 @@ def parse_dice(dice: str) -> tuple[int, int]:
     return count, sides
 
 
-def make_bot(admins: Collection[str] = ()) -> Bot:
-    bot = Bot("commandbot", description="Tells the time, rolls dice, reports its uptime.",
-              admins=admins)
+def add_time_and_dice(bot: Bot) -> None:
+    """Give ``bot`` the ``time`` and ``roll`` commands (the group-chat bot has them too)."""
 
     @bot.command("time", help="The current time, in UTC or a zone such as Europe/Paris")
     def current_time(ctx: Context, zone: str = "UTC") -> str:
@@ -54,6 +53,12 @@ def make_bot(admins: Collection[str] = ()) -> Bot:
         count, sides = parse_dice(dice)
         rolls = [random.randint(1, sides) for _ in range(count)]
         return f"{dice}: {' + '.join(map(str, rolls))} = {sum(rolls)}"
+
+
+def make_bot(admins: Collection[str] = ()) -> Bot:
+    bot = Bot("commandbot", description="Tells the time, rolls dice, reports its uptime.",
+              admins=admins)
+    add_time_and_dice(bot)
 
     @bot.command("uptime", help="How long the bot has been running")
     def uptime(ctx: Context) -> str:

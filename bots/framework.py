@@ -36,6 +36,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 BotHook = Callable[["Bot"], Awaitable[None] | None]
 DELAY_NS = "urn:xmpp:delay"  # XEP-0203
 MessageKind = Literal["chat", "normal", "headline", "groupchat"]  # RFC 6121 §5.2.2
+_MODE_NAMES = {Mode.CLIENT: "an account (--jid)", Mode.COMPONENT: "a component (--component)"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +78,13 @@ class Bot:
     """A chat bot.  Register commands and hooks with the decorators, then :meth:`main`."""
 
     def __init__(self, name: str, *, description: str = "", admins: Collection[str] = (),
-                 options: Sequence[Option] = (), plugins: Sequence[str] = ()) -> None:
+                 options: Sequence[Option] = (), plugins: Sequence[str] = (),
+                 modes: Collection[Mode] = tuple(Mode)) -> None:
         self.name = name
         self.description = description
         self.options = tuple(options)
         self.plugins = tuple(plugins)          # extra slixmpp plugins, e.g. "xep_0045"
+        self.modes = frozenset(modes)          # how it may run: as an account, a component
         self.log = logging.getLogger(f"bots.{name}")
         self.commands = CommandRegistry()
         self._admins = frozenset(bare_jid(jid) for jid in admins)
@@ -200,7 +203,9 @@ class Bot:
 
     async def serve(self, settings: Settings) -> None:
         """Connect and answer until :meth:`stop`; reconnects on its own.  Raises
-        :class:`~bots.runner.BotError` when it cannot go on or a background task failed."""
+        :class:`~bots.runner.BotError` when it cannot go on or a background task failed, and
+        :class:`~bots.settings.ConfigError` for a mode the bot does not run in."""
+        self.check_mode(settings)
         self._settings = settings
         self._xmpp = xmpp = make_client(settings, self.plugins)
         self._attach(xmpp)
@@ -220,6 +225,13 @@ class Bot:
         if failure is not None:
             raise BotError(failure)
 
+    def check_mode(self, settings: Settings) -> None:
+        """:class:`~bots.settings.ConfigError` unless the bot runs in ``settings.mode``."""
+        if settings.mode not in self.modes:
+            ways = " or ".join(_MODE_NAMES[mode] for mode in Mode if mode in self.modes)
+            raise ConfigError(f"{self.name} cannot run as {_MODE_NAMES[settings.mode]}; "
+                              f"run it as {ways}")
+
     async def _guard(self, func: Callable[[Bot], Awaitable[None]]) -> None:
         try:
             await func(self)
@@ -236,6 +248,7 @@ class Bot:
         try:
             settings = load_settings(argv, prog=prog, description=self.description,
                                      options=self.options)
+            self.check_mode(settings)
         except ConfigError as exc:
             print(f"{prog}: {exc}", file=sys.stderr)
             return 2

@@ -50,3 +50,16 @@ VirtualHost "prosody.test"
 		certificate = "@RUN_DIR@/certs/prosody.test.crt";
 		key = "@RUN_DIR@/certs/prosody.test.key";
 	}
+
+-- XEP-0045 Multi-User Chat, for the group-chat bot tests (tests/bots/test_groupchat.py).
+-- Anyone may create a room, local users and users of other servers alike: room creation is not
+-- restricted. Rooms stay locked after creation, as XEP-0045 §10.1.1 says, until their owner
+-- submits a configuration (an empty one makes an instant room, §10.1.2); rooms are temporary.
+-- Other servers reach muc.prosody.test through /etc/hosts (127.0.0.3) like prosody.test, and
+-- authenticate it with dialback over TLS with the host's certificate.
+Component "muc.prosody.test" "muc"
+	restrict_room_creation = false
+	ssl = {
+		certificate = "@RUN_DIR@/certs/prosody.test.crt";
+		key = "@RUN_DIR@/certs/prosody.test.key";
+	}
