@@ -68,6 +68,10 @@ class C2SConfig:
     keepalive_interval: float = 60.0         # idle seconds before a whitespace keepalive; 0 disables
     sasl_mechanisms: tuple[str, ...] = _SASL_MECHANISMS
     max_unauthenticated_per_ip: int = 100    # concurrent connections not yet authenticated, per IP
+    stream_management: bool = True           # offer XEP-0198 acknowledgements and resumption
+    sm_resume_timeout: int = 300             # seconds a dropped session waits for resumption; 0 = no resumption
+    sm_max_resume_timeout: int = 3600        # the longest a client may ask for (XEP-0198 'max')
+    sm_max_unacked: int = 1000               # stanzas a client may leave unacknowledged before its stream ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +236,9 @@ _RULES: Mapping[str, _Rule] = {
     "c2s.keepalive_interval": _Rule(low=0),
     "c2s.sasl_mechanisms": _Rule(choices=_SASL_MECHANISMS, non_empty=True),
     "c2s.max_unauthenticated_per_ip": _Rule(low=1, high=100_000),
+    "c2s.sm_resume_timeout": _Rule(low=0, high=86_400),
+    "c2s.sm_max_resume_timeout": _Rule(low=1, high=86_400),
+    "c2s.sm_max_unacked": _Rule(low=10, high=100_000),
     "s2s.bind": _Rule(what="an IP address or host name", check=_bind_address),
     "s2s.port": _PORT,
     "s2s.direct_tls_port": _PORT,
@@ -426,6 +433,9 @@ def _check_cross_fields(config: Config, source: str) -> None:
     if c2s.port > 0 and c2s.port == c2s.direct_tls_port:
         raise ConfigError(source, "c2s.direct_tls_port",
                           f"same port as c2s.port ({c2s.port}); choose another, or -1 to disable")
+    if c2s.sm_max_resume_timeout < c2s.sm_resume_timeout:
+        raise ConfigError(source, "c2s.sm_max_resume_timeout",
+                          f"must be at least c2s.sm_resume_timeout ({c2s.sm_resume_timeout})")
     if config.auth.failure_delay_max < config.auth.failure_delay:
         raise ConfigError(source, "auth.failure_delay_max",
                           f"must be at least auth.failure_delay ({_number(config.auth.failure_delay)})")

@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import slixmpp
 
 from bots import commandbot, echo
 from bots.framework import Bot
@@ -105,8 +106,10 @@ async def test_messages_stored_while_offline_are_not_answered(xmppcore: RunningS
     """XEP-0160 §2: what was said while the bot was away arrives with a
     XEP-0203 delay when it comes online; a command is meant for its own time, so no answer."""
     async with SlixPool(xmppcore) as clients:
-        alice = await clients.login("alice", "phone")
+        alice = await clients.login("alice", "phone", plugins=["xep_0199"])
         alice.send_message("echobot@localhost", "said while you were away")
+        # A session's stanzas are routed in order: once the ping is answered the message is stored.
+        await alice.xmpp.plugin["xep_0199"].send_ping(slixmpp.JID("localhost"), timeout=5)
         bot = await bots.start(echo.make_bot(), bot_settings(xmppcore, "echobot"))
         # The stored message reached the bot with its initial presence, before this one.
         assert await ask(alice, bot, "said now") == "said now"

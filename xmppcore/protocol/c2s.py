@@ -2,10 +2,12 @@
 
 Stream header checks, STARTTLS (§5), SASL (§6), resource binding (§7), the legacy
 ``<session/>`` of RFC 3921 §3, XEP-0077 in-band registration before authentication (when the
-runtime offers it), the authentication timeout and whitespace keepalives.
+runtime offers it), XEP-0198 stream management (``protocol/stream_management.py``; resumption
+takes the place of binding), the authentication timeout and whitespace keepalives.
 Feed it bytes with ``receive_data``; read ``pop_events`` and ``data_to_send``; answer
-``TlsRequested``, ``CredentialsNeeded``, ``RegistrationRequested`` and ``BindRequested`` with
-the matching method.
+``TlsRequested``, ``CredentialsNeeded``, ``RegistrationRequested``, ``BindRequested`` and
+``ResumeRequested`` with the matching method, and call ``stanza_handled`` once the runtime has
+routed each ``StanzaReceived``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .sasl import ScramCredentials
 from .sasl_server import Failure, NeedCredentials, Reply, SaslNegotiator, SaslStep, Success
 from .c2s_header import check_client_header, requested_domain, response_version
 from .stream import XmlStream
+from .stream_management import NS_SM, SmPolicy, SmServerStream, SmSession, failed_element
 
 __all__ = ["C2SServer", "C2SState", "TRANSITIONS", "ALL_MECHANISMS", "NS_REGISTER", "NS_REGISTER_FEATURE"]
 
@@ -31,7 +34,7 @@ ALL_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SC
 NS_REGISTER = "jabber:iq:register"                              # XEP-0077
 NS_REGISTER_FEATURE = "http://jabber.org/features/iq-register"  # XEP-0077 §8
 _STANZAS = frozenset({"message", "presence", "iq"})
-_MAX_HELD = 16  # elements a client may pipeline behind a registration request
+_MAX_HELD = 16  # elements a client may pipeline behind a registration or resumption request
 
 
 class C2SState(enum.Enum):
@@ -44,6 +47,7 @@ class C2SState(enum.Enum):
     REGISTRATION_PENDING = "registration-pending"  # waiting for the runtime's XEP-0077 answer
     WAIT_BIND = "wait-bind"            # authenticated; expecting the bind request
     BIND_PENDING = "bind-pending"      # waiting for the session registry
+    RESUME_PENDING = "resume-pending"  # XEP-0198 §5: waiting for the runtime to find the old session
     BOUND = "bound"                    # stanzas flow
     CLOSED = "closed"
 
@@ -56,11 +60,13 @@ TRANSITIONS: Mapping[C2SState, frozenset[C2SState]] = {
     C2SState.REGISTRATION_PENDING: frozenset({C2SState.NEGOTIATING, C2SState.CLOSED}),
     C2SState.TLS_PENDING: frozenset({C2SState.WAIT_HEADER, C2SState.CLOSED}),
     C2SState.AUTH_PENDING: frozenset({C2SState.NEGOTIATING, C2SState.WAIT_HEADER, C2SState.CLOSED}),
-    C2SState.WAIT_BIND: frozenset({C2SState.BIND_PENDING, C2SState.CLOSED}),
+    C2SState.WAIT_BIND: frozenset({C2SState.BIND_PENDING, C2SState.RESUME_PENDING, C2SState.CLOSED}),
+    C2SState.RESUME_PENDING: frozenset({C2SState.BOUND, C2SState.WAIT_BIND, C2SState.CLOSED}),
     C2SState.BIND_PENDING: frozenset({C2SState.BOUND, C2SState.WAIT_BIND, C2SState.CLOSED}),
     C2SState.BOUND: frozenset({C2SState.CLOSED}),
     C2SState.CLOSED: frozenset(),
 }
+_HOLDING = frozenset({C2SState.REGISTRATION_PENDING, C2SState.RESUME_PENDING})  # input waits for the runtime
 
 
 def _normalize_localpart(raw: str) -> str | None:
@@ -72,7 +78,7 @@ def _normalize_localpart(raw: str) -> str | None:
 
 
 class C2SServer(XmlStream):
-    """The receiving entity of one client connection."""
+    """The receiving entity of one client connection; ``sm`` is its XEP-0198 side."""
 
     content_ns = NS_CLIENT
 
@@ -95,6 +101,7 @@ class C2SServer(XmlStream):
         scram_secret: bytes = b"",
         scram_iterations: int = 4096,
         in_band_registration: Callable[[str], bool] | None = None,
+        stream_management: SmPolicy | None = None,
     ) -> None:
         super().__init__(max_stanza_size=max_stanza_size)
         self._is_hosted = domains
@@ -126,6 +133,8 @@ class C2SServer(XmlStream):
         self._sasl: SaslNegotiator | None = None
         self._bind_iq_id = ""
         self._abort_requested = False
+        self.sm = SmServerStream(stream_management, new_id=id_factory, send=self._send)  # inert if not offered
+        self._lost = False  # the connection went away without a closing tag (XEP-0198: resumable)
 
     # -- answers from the runtime --------------------------------------------------------------
     def tls_established(self, *, channel_bindings: Mapping[str, bytes] | None = None) -> None:
@@ -161,6 +170,7 @@ class C2SServer(XmlStream):
         return True
 
     def connection_lost(self) -> None:
+        self._lost = not self._closed
         super().connection_lost()
         self.state = C2SState.CLOSED
 
@@ -190,12 +200,47 @@ class C2SServer(XmlStream):
             raise ProtocolUsageError("a registration reply is the IQ answering the request")
         self._send(reply)
         self._to(C2SState.NEGOTIATING)
+        self._replay_held()
+
+    def resume_succeeded(self, jid: JID, session: SmSession) -> None:
+        """Answer ``ResumeRequested`` (XEP-0198 §5): ``<resumed/>``, then the stanzas the client's
+        'h' does not cover.  Route the old stream's stanzas first: our 'h' counts them."""
+        self._expect(C2SState.RESUME_PENDING)
+        self.jid = jid
+        self._to(C2SState.BOUND)
+        try:
+            self.sm.resume(session)
+        except StreamError as err:
+            self._fail(err)
+            return
+        self._replay_held()
+
+    def resume_failed(self, condition: Condition = Condition.ITEM_NOT_FOUND, *, h: int | None = None) -> None:
+        """Refuse ``ResumeRequested`` (§5: ``item-not-found`` for an unknown or expired session,
+        with the 'h' it ended with when known); the client may bind instead."""
+        self._expect(C2SState.RESUME_PENDING)
+        self._send(failed_element(condition, h))
+        self._to(C2SState.WAIT_BIND)
+        self._replay_held()
+
+    def stanza_handled(self) -> None:
+        """The runtime routed the oldest ``StanzaReceived`` not yet reported (XEP-0198 §4
+        "handled"): call once per event, in order, even after the stream ended."""
+        self.sm.stanza_handled(stream_open=not self._closed)
+
+    @property
+    def resumable(self) -> bool:
+        """The connection was lost (no closing tag, no stream error) with resumption enabled."""
+        return self._lost and self.sm.session is not None and self.sm.session.id is not None
+
+    def _replay_held(self) -> None:
+        """Elements the client pipelined behind a request we waited on, in order."""
         held, self._held = self._held, []
         try:
             for index, element in enumerate(held):
                 if self._closed:
                     return
-                if self.state is C2SState.REGISTRATION_PENDING:
+                if self.state in _HOLDING:
                     self._held = held[index:] + self._held
                     return
                 self._on_element(element)
@@ -203,12 +248,15 @@ class C2SServer(XmlStream):
             self._fail(err)
 
     def send_stanza(self, stanza: Element) -> None:
-        """Queue a stanza for the bound client."""
-        if self.state is not C2SState.BOUND:
-            if self.state is C2SState.CLOSED:
-                return
+        """Queue a stanza for the bound client; with XEP-0198 it is kept until acknowledged, even
+        when the stream has ended (the session may be resumed, or the stanza goes elsewhere)."""
+        if self.state is not C2SState.BOUND and self.state is not C2SState.CLOSED:
             raise ProtocolUsageError(f"cannot send stanzas in state {self.state.value}")
-        self._send(stanza)
+        if not self.sm.outbound(stanza, stream_open=not self._closed) and not self._closed:
+            self._send(stanza)
+        if self.sm.overflowing and not self._closed:
+            # XEP-0198 leaves the bound to the server: a client that stops acknowledging is cut off.
+            self.close(StreamCondition.POLICY_VIOLATION, "too many unacknowledged stanzas")
 
     # -- timers --------------------------------------------------------------------------------
     def get_timer(self) -> float | None:
@@ -217,9 +265,8 @@ class C2SServer(XmlStream):
             return None
         if self.state is not C2SState.BOUND:
             return self._auth_deadline
-        if self._keepalive > 0:
-            return self._last_input + self._keepalive
-        return None
+        keepalive = self._last_input + self._keepalive if self._keepalive > 0 else None
+        return min((t for t in (keepalive, self.sm.get_timer()) if t is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
         """Authentication timeout, then whitespace keepalives (RFC 6120 §4.6.1)."""
@@ -232,10 +279,12 @@ class C2SServer(XmlStream):
         if self._keepalive > 0 and now >= self._last_input + self._keepalive:
             self._send_raw(" ")
             self._last_input = now
+        self.sm.handle_timer(now)  # XEP-0198: ask for an ack of what is still unacknowledged
 
     # -- stream handling -----------------------------------------------------------------------
     def _on_input(self, now: float) -> None:
         self._last_input = now
+        self.sm.clock = now
 
     def _header_attrs(self) -> dict[str, str]:
         attrs = {"id": self.stream_id or self._new_stream_id(), f"{{{NS_XML}}}lang": "en"}
@@ -272,7 +321,7 @@ class C2SServer(XmlStream):
         if self.username is not None:
             features.add("bind", NS_BIND)
             features.add("session", NS_SESSION).add("optional")
-            for extra in self._extra_features() if self._extra_features else ():
+            for extra in [*(self._extra_features() if self._extra_features else ()), *self.sm.features()]:
                 features.append(extra)
             self._send(features)
             self._to(C2SState.WAIT_BIND)
@@ -313,15 +362,21 @@ class C2SServer(XmlStream):
             self._peer_stream_error(element)
             return
         state = self.state
-        if state is C2SState.BOUND:
+        if element.ns == NS_SM and self.sm.offered and state in (C2SState.BOUND, C2SState.WAIT_BIND):
+            event = self.sm.on_element(element, bound=state is C2SState.BOUND)
+            if isinstance(event, ev.ResumeRequested):
+                self._to(C2SState.RESUME_PENDING)  # XEP-0198 §5: instead of binding
+            if event is not None:
+                self._events.append(event)
+        elif state is C2SState.BOUND:
             self._on_bound_element(element)
         elif state is C2SState.NEGOTIATING:
             self._on_negotiation_element(element)
         elif state is C2SState.WAIT_BIND:
             self._on_bind_element(element)
-        elif state is C2SState.REGISTRATION_PENDING:
+        elif state in _HOLDING:
             if len(self._held) >= _MAX_HELD:
-                raise StreamError(StreamCondition.POLICY_VIOLATION, "too much input before the registration answer")
+                raise StreamError(StreamCondition.POLICY_VIOLATION, f"too much input in {state.value}")
             self._held.append(element)
         elif state is C2SState.AUTH_PENDING and element.ns == NS_SASL and element.name == "abort":
             # The abort takes effect when the credentials arrive: answering then, and only
@@ -447,10 +502,13 @@ class C2SServer(XmlStream):
             if element.find("session", NS_SESSION) is not None:
                 # RFC 3921 §3 (kept optional by RFC 6121 Appendix E): just say yes.
                 self._send(Element("iq", NS_CLIENT, {"type": "result", "id": element.get("id") or ""}))
+                self.sm.stanza_handled_here()  # XEP-0198 counts it, though the runtime never sees it
                 return
             if element.find("bind", NS_BIND) is not None:
                 self._reply_error(element.get("id") or "", StanzaError(Condition.NOT_ALLOWED, "already bound"))
+                self.sm.stanza_handled_here()
                 return
+        self.sm.stanza_received()
         self._events.append(ev.StanzaReceived(stanza=element))
 
     # -- helpers -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ __all__ = [
     "BindRequested", "RegistrationRequested", "StanzaReceived", "StreamClosed", "FeaturesReceived",
     "TlsProceed", "Authenticated", "Bound", "BindFailed", "NegotiationFailed",
     "DialbackKeyReceived", "DialbackVerifyResult", "PeerAuthenticated", "ComponentAuthenticated",
+    "StreamManagementEnabled", "ResumeRequested",
 ]
 
 
@@ -102,6 +103,30 @@ class StreamClosed:
     condition: StreamCondition | None = None
     by_peer: bool = False
     text: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamManagementEnabled:
+    """XEP-0198 §3: the client enabled stream management and we answered ``<enabled/>``.
+
+    ``sm_id`` is set when the session may be resumed (§5) for up to ``resume_timeout`` seconds
+    after its connection is lost; the core's ``stream_management`` holds the session's state.
+    """
+
+    sm_id: str | None
+    resume_timeout: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeRequested:
+    """XEP-0198 §5: instead of binding, the authenticated client asks to resume ``previd``;
+    ``h`` counts the stanzas it handled from us on the old stream.
+
+    Answer with ``resume_succeeded(jid, session)`` or ``resume_failed(condition, h=...)``.
+    """
+
+    previd: str
+    h: int
 
 
 # -- client-side events (the client core in protocol/client.py) ---------------------------
@@ -204,5 +229,5 @@ Event = (
     StreamOpened | TlsRequested | CredentialsNeeded | AuthSucceeded | AuthFailed | BindRequested
     | RegistrationRequested | StanzaReceived | StreamClosed | FeaturesReceived | TlsProceed | Authenticated
     | Bound | BindFailed | NegotiationFailed | DialbackKeyReceived | DialbackVerifyResult | PeerAuthenticated
-    | ComponentAuthenticated
+    | ComponentAuthenticated | StreamManagementEnabled | ResumeRequested
 )

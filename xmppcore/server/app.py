@@ -28,6 +28,7 @@ from .router import Router
 from .components import Components
 from .s2s import Federation
 from .sessions import SessionRegistry
+from .stream_management import StreamManagementRuntime
 from .throttle import FailureThrottle
 
 __all__ = ["Server"]
@@ -48,6 +49,7 @@ class Server:
         self.hosts = {domain: Host(domain) for domain in config.domains}
         self.accounts.on_deleted(self._account_deleted)
         self.router = Router(self.hosts, self.sessions, self.accounts)
+        self.stream_management = StreamManagementRuntime(self)  # XEP-0198 resumable sessions
         self.throttle = FailureThrottle(
             base_delay=config.auth.failure_delay, max_delay=config.auth.failure_delay_max,
             window=config.auth.failure_window,
@@ -144,6 +146,7 @@ class Server:
         await self.components.stop()
         for conn in list(self._connections):
             conn.close(StreamCondition.SYSTEM_SHUTDOWN)
+        self.stream_management.stop()  # sessions waiting to be resumed end too
         for srv in self._listeners:
             await srv.wait_closed()
         self._listeners.clear()

@@ -4,7 +4,9 @@ STARTTLS upgrades the transport; credentials come from the account store after t
 throttle's delay; in-band registration requests (XEP-0077) go to the host's
 ``REGISTRATION_REQUESTED`` handler, when it has one; binding goes through the session registry;
 stanzas are routed one at a time, in order, with backpressure on the socket when the router
-falls behind.
+falls behind, and each one is reported to the core once routed (XEP-0198 acknowledges no
+earlier).  The session a connection binds is a :class:`~.stream_management.ClientSession`, which
+a later connection may resume (XEP-0198 §5).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import secrets
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ..jid import JID
 from ..protocol import events as ev
 from ..protocol.c2s import C2SServer, C2SState
 from ..stanza.errors import Condition, StanzaError, StreamCondition
@@ -24,11 +27,10 @@ from ..transport.tcp import StreamTransport
 from ..transport.tls import tls_exporter
 from ..xml.element import Element
 from . import hooks
-from .sessions import Session
+from .stream_management import ClientSession
 
 if TYPE_CHECKING:
     from .app import Server
-    from .host import Host
 
 __all__ = ["ClientConnection"]
 
@@ -45,11 +47,12 @@ class _SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"[{self.extra['session'] if self.extra else '-'}] {msg}", kwargs
 
 
-class ClientConnection(Session):
-    """One client's connection and, once bound, its session."""
+class ClientConnection:
+    """One client's connection; once bound or resumed, it carries a :class:`ClientSession`."""
 
     def __init__(self, server: Server, transport: StreamTransport, *, direct_tls: bool) -> None:
-        super().__init__(secrets.token_hex(4))
+        self.session_id = secrets.token_hex(4)
+        self.session: ClientSession | None = None
         self._server = server
         self._transport = transport
         self._log = _SessionLog(log, {"session": self.session_id})
@@ -72,9 +75,11 @@ class ClientConnection(Session):
             scram_secret=server.secret,
             scram_iterations=server.config.auth.scram_iterations,
             in_band_registration=self._registration_offered,
+            stream_management=server.stream_management.policy,
         )
         self._queue: asyncio.Queue[Element | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._drained = asyncio.Event()  # set once the stream ended and its stanzas were routed
         self._tasks: set[asyncio.Task[None]] = set()
         self._authenticated = False
         self._reading_paused = False
@@ -113,6 +118,11 @@ class ClientConnection(Session):
             self._bind(event.resource)
         elif isinstance(event, ev.RegistrationRequested):
             self._spawn(self._register(event.stanza))
+        elif isinstance(event, ev.StreamManagementEnabled):
+            assert self.session is not None and self.core.sm.session is not None
+            self._server.stream_management.enabled(self.session, event, self.core.sm.session)
+        elif isinstance(event, ev.ResumeRequested):
+            self._spawn(self._resume(event))
         elif isinstance(event, ev.StreamClosed):
             self._on_closed(event)
 
@@ -191,15 +201,44 @@ class ClientConnection(Session):
     def _bind(self, resource: str | None) -> None:
         username = self.core.username
         assert username is not None
+        session = ClientSession(self._server.stream_management, self)
         try:
-            jid = self._server.sessions.bind(self, username, self.core.domain, resource)
+            jid = self._server.sessions.bind(session, username, self.core.domain, resource)
         except StanzaError as err:
             self.core.bind_failed(err.condition, err.text)
             return
+        self.session = session
         self.core.bind_succeeded(jid)
         self._log.info("bound %s", jid)
         host = self._server.hosts[jid.domain]
-        self._spawn(host.bus.fire(hooks.SESSION_BOUND, hooks.SessionEvent(self)))
+        self._spawn(host.bus.fire(hooks.SESSION_BOUND, hooks.SessionEvent(session)))
+
+    async def _resume(self, event: ev.ResumeRequested) -> None:
+        """XEP-0198 §5: the same account's session ``previd`` continues on this connection."""
+        assert self.core.username is not None
+        found = self._server.stream_management.find(event.previd, JID(self.core.username, self.core.domain, ""))
+        if not isinstance(found, ClientSession):
+            self._log.info("cannot resume %s", "an ended session" if found is not None else "an unknown session")
+            self.core.resume_failed(Condition.ITEM_NOT_FOUND, h=found)
+            self._transport.pump()
+            return
+        previous = found.claim()
+        try:
+            await previous.inbound_done()  # §4: our 'h' counts the old stream's stanzas once routed
+        except asyncio.CancelledError:
+            found.release()  # this connection went away meanwhile
+            raise
+        if self.core.state is not C2SState.RESUME_PENDING:
+            found.release()
+            return
+        if found.ended or found.sm is None or found.jid is None:
+            self.core.resume_failed(Condition.ITEM_NOT_FOUND, h=found.sm.inbound_h if found.sm else None)
+        else:
+            found.attach(self)
+            self.session = found
+            self.core.resume_succeeded(found.jid, found.sm)
+            self._log.info("resumed %s (session %s)", found.jid, found.session_id)
+        self._transport.pump()
 
     # -- inbound stanzas -------------------------------------------------------------------------
     def _enqueue(self, stanza: Element) -> None:
@@ -215,24 +254,40 @@ class ClientConnection(Session):
         while True:
             stanza = await self._queue.get()
             if stanza is None:
+                self._drained.set()
                 return  # the stream ended; everything it sent before has been routed
+            session = self.session
+            assert session is not None  # the core emits stanzas only once bound or resumed
             try:
-                await router.route_from_client(self, stanza)
+                await router.route_from_client(session, stanza)
             except Exception:
                 self._log.exception("routing <%s/> failed", stanza.name)
+            # XEP-0198 §4: delivered or stored, so now it counts as handled (an error reply to
+            # the client went out before this, like any other answer).
+            self.core.stanza_handled()
+            self._transport.pump()
             if self._reading_paused and self._queue.qsize() <= _QUEUE_LOW:
                 self._reading_paused = False
                 self._transport.resume_reading()
 
-    # -- Session -----------------------------------------------------------------------------------
-    def deliver(self, stanza: Element) -> None:
-        if self.core.state is C2SState.BOUND:
+    async def inbound_done(self) -> None:
+        """Return once the stream has ended and every stanza it carried has been routed."""
+        await self._drained.wait()
+
+    # -- for the session -----------------------------------------------------------------------------
+    def send(self, stanza: Element) -> None:
+        """A stanza for the client (kept by XEP-0198 until acknowledged, when enabled)."""
+        if self.core.state in (C2SState.BOUND, C2SState.CLOSED):
             self.core.send_stanza(stanza)
             self._transport.pump()
 
     def close(self, condition: StreamCondition | None = None, text: str | None = None) -> None:
         self.core.close(condition, text)
         self._transport.pump()
+
+    def abandon(self) -> None:
+        """Drop the connection without a word: its session was resumed elsewhere (XEP-0198 §5)."""
+        self._transport.abort()
 
     # -- the end -----------------------------------------------------------------------------------
     def _on_closed(self, event: ev.StreamClosed | None) -> None:
@@ -246,20 +301,13 @@ class ClientConnection(Session):
             self._server.release_unauthenticated(self)
         if self._worker is not None:
             self._queue.put_nowait(None)  # route what is queued, then stop
+        else:
+            self._drained.set()
         for task in list(self._tasks):
             task.cancel()
         self._server.connection_ended(self)
-        jid = self.jid
-        if jid is not None:
-            # Also for a session replaced by a resource conflict, which is no longer in the
-            # registry: others must still hear that it went away (RFC 6121 §4.5.2).
-            self._server.sessions.unbind(self)
-            self._server.spawn(self._announce_closed(self._server.hosts[jid.domain]))
-
-    async def _announce_closed(self, host: Host) -> None:
-        # RFC 6121 §4.5.2: the stanzas the session sent before its stream ended (an unavailable
-        # presence with its status, say) are routed before the modules speak for it.
-        if self._worker is not None:
-            await asyncio.wait({self._worker})
-        await host.bus.fire(hooks.SESSION_CLOSED, hooks.SessionEvent(self))
+        if self.session is not None:
+            # The session ends, or waits to be resumed (XEP-0198 §5).  Also for a session
+            # replaced by a resource conflict: others must still hear that it went away.
+            self.session.connection_ended(self, resumable=self.core.resumable)
 

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class Session:
-    """A bound client session as the router sees it; transports subclass it."""
+    """A bound client session as the router sees it; ``server/stream_management.py`` has the
+    clients' (:class:`ClientSession`, which may outlive its connection, XEP-0198 §5)."""
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
