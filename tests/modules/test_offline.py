@@ -10,15 +10,36 @@ from typing import Any
 
 import pytest
 
-from tests.server.harness import DEFAULT_MODULES, FakeSession, ScenarioHarness, error_of, expect, xml
+from tests.server.harness import (
+    DEFAULT_MODULES,
+    FakeSession,
+    ScenarioHarness,
+    error_of,
+    expect,
+    xml,
+)
 from xmppcore.config import ConfigError, config_from_mapping
+from xmppcore.jid import JID
 from xmppcore.modules.offline import (
-    FEATURE, NS_DELAY, decode_stanza, delay_stamp, encode_stanza, should_store, with_delay,
+    FEATURE,
+    NS_DELAY,
+    decode_stanza,
+    delay_stamp,
+    encode_stanza,
+    resend_key,
+    should_store,
+    with_delay,
 )
 from xmppcore.server.app import Server
 from xmppcore.server.module_api import ModuleContext
 from xmppcore.server.modules import load_modules
-from xmppcore.storage import ArchiveItem, ArchiveStore, JSONValue, MemoryDriver, StorageError
+from xmppcore.storage import (
+    ArchiveItem,
+    ArchiveStore,
+    JSONValue,
+    MemoryDriver,
+    StorageError,
+)
 from xmppcore.xml.element import Element
 from xmppcore.xml.namespaces import NS_DISCO_INFO
 
@@ -44,9 +65,36 @@ T0 = 1031699305.0  # 2002-09-10T23:08:25Z, the moment of XEP-0160's example
     ("<message type='chat'><no-permanent-store xmlns='urn:xmpp:hints'/></message>", False),
     ("<message type='chat'><body>x</body><no-permanent-store xmlns='urn:xmpp:hints'/></message>", True),
     ("<message type='headline'><body>x</body><store xmlns='urn:xmpp:hints'/></message>", False),
+    # XEP-0085 §5.6: a standalone chat state is not stored, whatever describes it.
+    (("<message type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/>"
+     "<origin-id xmlns='urn:xmpp:sid:0' id='o1'/></message>"), False),
+    (("<message type='chat'><paused xmlns='http://jabber.org/protocol/chatstates'/>"
+     "<delay xmlns='urn:xmpp:delay' stamp='2002-09-10T23:08:25Z'/></message>"), False),
+    (("<message type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/>"
+     "<no-store xmlns='urn:xmpp:hints'/></message>"), False),
+    # XEP-0184: a request travels with content; an ack is what its addressee waits for.
+    ("<message type='chat' id='r1'><request xmlns='urn:xmpp:receipts'/></message>", False),
+    (("<message type='chat' id='r1'><active xmlns='http://jabber.org/protocol/chatstates'/>"
+     "<request xmlns='urn:xmpp:receipts'/></message>"), False),
+    ("<message type='chat' id='r1'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>", True),
+    ("<message id='a1'><received xmlns='urn:xmpp:receipts' id='r1'/><origin-id xmlns='urn:xmpp:sid:0' id='o2'/></message>", True),
+    ("<message type='chat'><received xmlns='urn:xmpp:receipts' id='r1'/><no-store xmlns='urn:xmpp:hints'/></message>", False),
 ])
 def test_should_store(text: str, stored: bool) -> None:
     assert should_store(xml(text)) is stored
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("<message><body>b</body><origin-id xmlns='urn:xmpp:sid:0' id='abc'/></message>", "alice@localhost/abc"),
+    ("<message><body>b</body><origin-id xmlns='urn:xmpp:sid:0' id='a/b@c'/></message>", "alice@localhost/a/b@c"),
+    ("<message id='abc'><body>b</body></message>", None),  # the 'id' attribute may be reused: no key
+    ("<message><body>b</body><origin-id xmlns='urn:xmpp:sid:0'/></message>", None),
+    ("<message><body>b</body><origin-id xmlns='urn:xmpp:sid:0' id=''/></message>", None),
+    (f"<message><body>b</body><origin-id xmlns='urn:xmpp:sid:0' id='{'x' * 257}'/></message>", None),
+    ("<message><body>b</body><origin-id xmlns='urn:other' id='abc'/></message>", None),
+])
+def test_resend_key_is_the_bare_sender_and_the_origin_id(text: str, key: str | None) -> None:
+    assert resend_key(xml(text), JID.parse("alice@localhost/phone")) == key
 
 
 @pytest.mark.parametrize(("when", "stamp"), [
@@ -69,8 +117,8 @@ def test_with_delay_adds_a_stamp_to_a_copy() -> None:
 
 @pytest.mark.parametrize("text", [
     "<message from='alice@localhost/a' to='bob@localhost' id='1'><body>a &amp; b &lt; c \u00e9\U0001f600</body></message>",
-    "<message to='bob@localhost'><x xmlns='jabber:x:oob'><url>http://x/?a=1&amp;b=2</url></x>"
-    "<html xmlns='http://jabber.org/protocol/xhtml-im'><body xmlns='http://www.w3.org/1999/xhtml'><p>p</p></body></html></message>",
+    ("<message to='bob@localhost'><x xmlns='jabber:x:oob'><url>http://x/?a=1&amp;b=2</url></x>"
+    "<html xmlns='http://jabber.org/protocol/xhtml-im'><body xmlns='http://www.w3.org/1999/xhtml'><p>p</p></body></html></message>"),
     "<message to='bob@localhost'><body xml:lang='de'>Hallo</body><body>  spaced\n  text </body></message>",
 ])
 def test_stored_form_gives_the_same_stanza_back(text: str) -> None:
@@ -251,8 +299,8 @@ async def test_negative_priority_login_does_not_take_them(h: ScenarioHarness) ->
 # -- what is not stored ------------------------------------------------------------------------------
 @pytest.mark.parametrize(("text", "error"), [
     ("<message to='bob@localhost' type='headline' id='x'><body>news</body></message>", None),
-    ("<message to='bob@localhost' type='error' id='x'><error type='cancel'>"
-     "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>", None),
+    (("<message to='bob@localhost' type='error' id='x'><error type='cancel'>"
+     "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"), None),
     ("<message to='bob@localhost' type='groupchat' id='x'><body>room</body></message>", ("cancel", "service-unavailable")),
     ("<message to='bob@localhost' type='chat' id='x'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
      ("cancel", "service-unavailable")),
@@ -427,3 +475,107 @@ async def test_unloading_leaves_stored_messages(h: ScenarioHarness) -> None:
     await h.send(alice, "<message to='bob@localhost' id='after'><body>refused</body></message>")
     assert error_of(alice.take_one()) == ("cancel", "service-unavailable")
     assert await stored(h) == 1
+
+
+# -- chat states and receipts (XEP-0085, XEP-0184) -------------------------------------------------
+CHATSTATES = "http://jabber.org/protocol/chatstates"
+RECEIPTS = "urn:xmpp:receipts"
+
+
+async def test_chat_states_and_receipts_pass_through_to_an_available_recipient(h: ScenarioHarness) -> None:
+    alice = await h.online("alice", "home")
+    bob = await h.online("bob", "pc")
+    sent = [
+        f"<message to='bob@localhost' type='chat' id='c1'><composing xmlns='{CHATSTATES}'/></message>",
+        (f"<message to='bob@localhost' type='chat' id='c2'><body>hi</body><active xmlns='{CHATSTATES}'/>"
+        f"<request xmlns='{RECEIPTS}'/></message>"),
+        f"<message to='bob@localhost/pc' type='chat' id='c3'><received xmlns='{RECEIPTS}' id='x'/></message>",
+    ]
+    for text in sent:
+        await h.send(alice, text)
+    assert bob.take_xml() == expect(*(text.replace("<message ", "<message from='alice@localhost/home' ", 1)
+                                      for text in sent))
+    assert alice.take() == [] and await stored(h) == 0
+
+
+async def test_a_standalone_chat_state_is_not_kept_for_later(h: ScenarioHarness) -> None:
+    alice = await h.online("alice", "home")
+    for state in ("composing", "paused", "gone"):
+        await h.send(alice, f"<message to='bob@localhost' type='chat'><{state} xmlns='{CHATSTATES}'/>"
+                            "<origin-id xmlns='urn:xmpp:sid:0' id='o'/></message>")
+    assert await stored(h) == 0
+    bob = await come_online(h, "pc")
+    assert bob.take() == []
+
+
+async def test_a_receipt_request_is_stored_with_its_message_and_the_ack_waits_for_the_sender(
+    h: ScenarioHarness,
+) -> None:
+    alice = await h.online("alice", "home")
+    await h.send(alice, f"<message to='bob@localhost' type='chat' id='r1'><body>read me</body>"
+                        f"<request xmlns='{RECEIPTS}'/></message>")
+    await h.disconnect(alice)
+    # XEP-0184 §5.5: bob acks when he first receives it, from offline storage; alice is away now.
+    bob = await come_online(h, "pc")
+    assert bob.take_one().find("request", RECEIPTS) is not None
+    await h.send(bob, f"<message to='alice@localhost/home' type='chat' id='a1'><received xmlns='{RECEIPTS}' id='r1'/></message>")
+    assert bob.take() == [] and await stored(h, "alice") == 1
+    alice = await come_online(h, "phone", user="alice")
+    assert alice.take_xml() == expect(
+        f"<message from='bob@localhost/pc' to='alice@localhost/home' type='chat' id='a1'>"
+        f"<received xmlns='{RECEIPTS}' id='r1'/>{DELAY}</message>")
+
+
+# -- resent messages (XEP-0198 + XEP-0359) ----------------------------------------------------------------
+def resent(ident: str, origin: str | None, body: str = "once") -> str:
+    origin_id = "" if origin is None else f"<origin-id xmlns='urn:xmpp:sid:0' id='{origin}'/>"
+    return f"<message to='bob@localhost' type='chat' id='{ident}'><body>{body}</body>{origin_id}</message>"
+
+
+async def test_a_resent_message_with_an_origin_id_is_stored_once(h: ScenarioHarness) -> None:
+    alice = await h.online("alice", "home")
+    await h.send(alice, resent("m1", "o-1"))
+    # The stream broke before the ack; a new session of alice sends it again.
+    await h.disconnect(alice)
+    again = await h.online("alice", "other")
+    await h.send(again, resent("m1", "o-1"))
+    await h.send(again, resent("m2", "o-2", "twice"))
+    assert again.take() == []  # taken as stored: the sender is not refused
+    assert await stored(h) == 2
+    bob = await come_online(h, "pc")
+    assert [(m.get("id"), m.get("from")) for m in bob.take()] == [("m1", "alice@localhost/home"), ("m2", "alice@localhost/other")]
+
+
+async def test_only_the_same_sender_and_origin_id_count_as_a_resend(h: ScenarioHarness) -> None:
+    await h.add_user("carol")
+    alice, carol = await h.online("alice", "home"), await h.online("carol", "home")
+    await h.send(alice, resent("a", "shared"))
+    await h.send(carol, resent("c", "shared"))      # another sender's origin-id is another message
+    await h.send(alice, resent("n1", None))
+    await h.send(alice, resent("n1", None))         # no origin-id: an 'id' alone may be reused
+    await h.send(alice, resent("o", "other"))
+    assert await stored(h) == 5
+    bob = await come_online(h, "pc")
+    assert [m.get("id") for m in bob.take()] == ["a", "c", "n1", "n1", "o"]
+
+
+async def test_a_resend_after_delivery_is_a_new_message(h: ScenarioHarness) -> None:
+    alice = await h.online("alice", "home")
+    await h.send(alice, resent("m1", "o-1"))
+    bob = await come_online(h, "pc")
+    assert len(bob.take()) == 1
+    await h.disconnect(bob)
+    await h.send(alice, resent("m1", "o-1"))  # the queue no longer holds it
+    assert await stored(h) == 1
+
+
+# -- damage -----------------------------------------------------------------------------------------
+async def test_a_damaged_stored_message_costs_only_itself(h: ScenarioHarness) -> None:
+    alice = await h.online("alice", "home")
+    await h.send(alice, "<message to='bob@localhost' id='before'><body>1</body></message>")
+    archive = h.server.storage.archive("localhost", "offline")
+    await archive.append("bob", {"xml": "<message to='bob@localhost'><body>torn in the midd"}, when=T0)
+    await h.send(alice, "<message to='bob@localhost' id='after'><body>2</body></message>")
+    bob = await come_online(h, "pc")
+    assert [m.get("id") for m in bob.take()] == ["before", "after"]
+    assert await stored(h) == 0

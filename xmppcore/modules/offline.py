@@ -3,29 +3,41 @@
 A message of type ``normal`` or ``chat`` to an existing account with no available resource of
 non-negative priority (RFC 6121 §8.5.2.2.1; the message module leaves such a message unhandled,
 and the router turns a chat to a vanished full JID into one, §8.5.3.2.1) is appended to the
-account's ``offline`` archive.  When a session of the account sends initial presence with a
-non-negative priority (XEP-0160 §2), the stored messages are delivered to it, oldest first,
-each with ``<delay xmlns='urn:xmpp:delay' from='<domain>' stamp='<when it was stored>'/>``
+account's ``offline`` archive, one row per message, so storing is one small append and a
+damaged entry costs that message alone.  When a session of the account sends initial presence
+with a non-negative priority (XEP-0160 §2), the stored messages are delivered to it, oldest
+first, each with ``<delay xmlns='urn:xmpp:delay' from='<domain>' stamp='<when it was stored>'/>``
 (XEP-0203, XEP-0082 UTC), and only then deleted.
 
-What is stored (XEP-0160 §3, XEP-0334 §4):
+What is stored (XEP-0160 §3, XEP-0334 §4, XEP-0085 §5.6, XEP-0184):
 
 - ``normal`` and ``chat`` only; ``groupchat``, ``headline`` and ``error`` never are.
 - A ``<no-store/>`` hint keeps a message out; a ``<store/>`` hint puts it in.
-- Otherwise a message is stored when it carries something to read later: any child element
-  other than ``<thread/>`` and XEP-0085 chat states.  A message that holds only a chat state
-  (``<composing/>``) or nothing at all is not worth keeping (§3: such chat messages SHOULD NOT be
-  stored).
+- Otherwise a message is stored when it carries something to read later.  What only says how
+  to treat a message or where it comes from is not that: ``<thread/>``, XEP-0085 chat states
+  (§5.6: standalone notifications SHOULD NOT be stored offline), XEP-0334 hints, XEP-0359
+  ``<origin-id/>``/``<stanza-id/>``, an XEP-0203 ``<delay/>`` and an XEP-0184 receipt
+  ``<request/>`` (a request about the content, not content).  A message holding only those is
+  not kept.  An XEP-0184 ack (``<received/>``) is stored: it is sent when the content message
+  is first received (§5.5), often while its sender is away, and is lost otherwise.
 
 A message that is not stored — by that rule, or because the account already holds
 ``max_messages`` (§2: "the recipient's offline message queue is full") — is refused with
 ``service-unavailable``, as RFC 6121 §8.5.2.2.1 asks of a server that does not store it.
 
+Resent messages are stored once.  A client that lost its stream before our XEP-0198 ack sends
+its unacknowledged messages again, and some of them may already be stored (the server stores,
+then acknowledges; a crash in between loses only the ack).  A message with an XEP-0359
+``<origin-id/>`` is therefore stored under the key ``<sender's bare JID>/<origin-id>`` (the
+archive's ``with`` field, which is indexed); a message whose key is already in the queue is
+taken as stored without a second copy.  Key and message are one row, written in one
+transaction, so no crash can leave one without the other (docs/decisions/0003-durability.md).
+
 "Delivered" means handed to a session that is still bound: without XEP-0198 acknowledgements
 nothing better is known.  Storing and delivering are serialised per account, and while an
 account's queue is being delivered, new messages to it wait, so they arrive after the old ones.
 Not yet: delivery when an available session raises a negative priority to a non-negative one
-(only initial presence triggers it), and purging the queue when the account is deleted.
+(only initial presence triggers it).
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ import enum
 from dataclasses import dataclass
 from typing import cast
 
+from xmppcore.jid import JID
 from xmppcore.modules.message import deliverable
 from xmppcore.server import hooks
 from xmppcore.server.module_api import KeyedLock, ModuleContext, Rfc, Xep
@@ -42,29 +55,59 @@ from xmppcore.server.sessions import Session
 from xmppcore.stanza.datetime_profile import utc_datetime
 from xmppcore.stanza.errors import Condition, StreamError
 from xmppcore.stanza.model import MessageType
-from xmppcore.storage.api import ArchiveItem, ArchiveStore, JSONValue, StorageError, StoreKind
+from xmppcore.storage.api import (
+    ArchiveItem,
+    ArchiveStore,
+    JSONValue,
+    StorageError,
+    StoreKind,
+)
 from xmppcore.xml.element import Element
 from xmppcore.xml.namespaces import NS_CLIENT, NS_STREAMS
 from xmppcore.xml.parser import StreamParser
 from xmppcore.xml.serializer import serialize
 
 __all__ = [
-    "PROTOCOL", "DEPENDS", "FEATURE", "NS_DELAY", "NS_HINTS", "NS_CHATSTATES", "Options",
-    "should_store", "delay_stamp", "with_delay", "encode_stanza", "decode_stanza", "setup",
+    "DEPENDS",
+    "FEATURE",
+    "NS_CHATSTATES",
+    "NS_DELAY",
+    "NS_HINTS",
+    "NS_RECEIPTS",
+    "NS_SID",
+    "PROTOCOL",
+    "Options",
+    "decode_stanza",
+    "delay_stamp",
+    "encode_stanza",
+    "resend_key",
+    "setup",
+    "should_store",
+    "with_delay",
 ]
 
-PROTOCOL = (Xep(160, "1.0.1"), Xep(203, "2.0"), Xep(334, "0.3.0", status="partial"), Rfc(6121, "8.5.2.2.1"))
+PROTOCOL = (
+    Xep(160, "1.0.1"), Xep(203, "2.0"), Xep(334, "0.3.0", status="partial"),
+    Xep(85, "2.1", status="partial"),  # §5.6, what a server does with chat states
+    Rfc(6121, "8.5.2.2.1"),
+)
 DEPENDS = ("message",)  # its MESSAGE_BARE handler decides first; we store what it leaves
 
 FEATURE = "msgoffline"  # XEP-0160 §4
 NS_DELAY = "urn:xmpp:delay"
 NS_HINTS = "urn:xmpp:hints"
 NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
+NS_RECEIPTS = "urn:xmpp:receipts"
+NS_SID = "urn:xmpp:sid:0"
+
+# Children that say how to treat a message or where it comes from, not what it says.
+_NOT_CONTENT = frozenset({NS_CHATSTATES, NS_HINTS, NS_SID, NS_DELAY})
 
 _STORED_TYPES = frozenset({MessageType.NORMAL, MessageType.CHAT})
 _BATCH = 100  # stored messages read per query while delivering
 _MAX_STORED_SIZE = 1 << 25  # our own serialisation of a stanza the c2s limit already bounded
 _STREAM_OPEN = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>".encode()
+_MAX_ORIGIN_ID = 256  # longer origin-ids are not used as keys (they would bloat the index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +134,28 @@ def should_store(stanza: Element) -> bool:
 
 
 def _is_content(child: Element) -> bool:
-    if child.ns == NS_CHATSTATES:
-        return False  # XEP-0160 §3: chat states alone are not stored
-    if child.ns == NS_HINTS:
-        return False  # processing hints say how to treat the message; they are not its content
+    # XEP-0085 §5.6: standalone chat states SHOULD NOT be stored offline; hints, ids and delays
+    # only describe the message.
+    if child.ns in _NOT_CONTENT:
+        return False
+    if child.ns == NS_RECEIPTS:
+        # XEP-0184 §5: <request/> asks about the content it travels with; an ack (<received/>)
+        # is what its addressee waits for, so it is kept for them.
+        return child.name == "received"
     return not (child.name == "thread" and child.ns in (NS_CLIENT, ""))
+
+
+def resend_key(stanza: Element, sender: JID) -> str | None:
+    """The key a resent copy of ``stanza`` shares with the original: the sender's bare JID and
+    the XEP-0359 ``<origin-id/>`` (unique per sender, §3); None without a usable origin-id.
+
+    A bare JID holds no '/', so keys of different senders never meet and no key equals a bare JID.
+    """
+    origin = stanza.find("origin-id", NS_SID)
+    origin_id = origin.get("id") if origin is not None else None
+    if not origin_id or len(origin_id) > _MAX_ORIGIN_ID:
+        return None
+    return f"{sender.bare}/{origin_id}"
 
 
 # -- XEP-0203 --------------------------------------------------------------------------------------
@@ -220,11 +280,16 @@ async def _store(
             session.deliver(event.stanza)
         if targets:
             return _Outcome.DELIVERED
+    key = resend_key(event.stanza, event.sender)
     try:
+        if key is not None and await archive.query(user, with_jid=key, limit=1):
+            # A resend of a message stored before its sender learnt it was (see the docstring).
+            mod.log.debug("offline message for %s already stored", event.to.bare)
+            return _Outcome.STORED
         if await archive.count(user) >= options.max_messages:
             mod.log.info("offline queue of %s is full (%d messages)", event.to.bare, options.max_messages)
             return _Outcome.FULL
-        await archive.append(user, value, when=mod.now(), with_jid=str(event.sender.bare))
+        await archive.append(user, value, when=mod.now(), with_jid=key or str(event.sender.bare))
     except StorageError:
         mod.log.exception("cannot store an offline message for %s", event.to.bare)
         return _Outcome.FAILED  # not stored: the router's default refuses it

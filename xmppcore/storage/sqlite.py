@@ -1,11 +1,13 @@
 """SQLite storage driver (aiosqlite): the embedded default, everything in one database file.
 
 Prosody-style generic tables, one per store shape, so a new XEP never needs a migration.
-One connection per driver: aiosqlite runs it on its own thread, which serialises every
-statement. The connection is in autocommit mode, so each write is its own transaction and is
-committed when the awaited call returns; with the WAL journal and synchronous=FULL the commit
-is also fsync'ed, which is what lets a stanza acknowledgement promise durability
-(docs/decisions/0002-storage.md has the measurements behind that choice).
+One connection per driver: aiosqlite runs it on its own thread, and one task of ours
+(:class:`~xmppcore.storage.sqlite_commit.Statements`) feeds it every statement.  A write is committed when the awaited call
+returns; with the WAL journal and synchronous=FULL the commit is also fsync'ed, which is what
+lets a stanza acknowledgement promise durability (docs/decisions/0002-storage.md).
+
+Writes are group-committed (``sqlite_commit.py``, docs/decisions/0003-durability.md): concurrent
+writers share one transaction and one fsync, each answered only once it is committed.
 """
 
 from __future__ import annotations
@@ -22,11 +24,22 @@ from typing import Any
 import aiosqlite
 
 from .api import (
-    ArchiveItem, ArchiveStore, JSONValue, KeyValueStore, MapStore, StorageError, _ArchiveQuery,
-    _decode_value, _encode_value, _format_archive_id, _parse_archive_ids,
+    ArchiveItem,
+    ArchiveStore,
+    JSONValue,
+    KeyValueStore,
+    MapStore,
+    StorageError,
+    _ArchiveQuery,
+    _decode_value,
+    _encode_value,
+    _format_archive_id,
+    _parse_archive_ids,
 )
+from .sqlite_commit import Row as _Row
+from .sqlite_commit import Statements as _Statements
 
-__all__ = ["SqliteDriver", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "SqliteDriver"]
 
 _log = logging.getLogger(__name__)
 
@@ -63,15 +76,13 @@ _CREATE_SCHEMA_VERSION = (
     "version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
 )
 
-_Row = tuple[Any, ...]
-
-
 class SqliteDriver:
     """A StorageDriver on one SQLite file; its parent directory is created on open()."""
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._conn: aiosqlite.Connection | None = None
+        self._statements: _Statements | None = None
 
     async def open(self) -> None:
         if self._conn is not None:
@@ -84,13 +95,17 @@ class SqliteDriver:
             await _close_quietly(conn)
             raise
         self._conn = conn
+        self._statements = _Statements(conn)
         _log.info("sqlite storage open at %s (schema version %d)", self._path, version)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
+        statements, self._statements = self._statements, None
         if conn is None:
             return
         try:
+            if statements is not None:
+                await statements.close()
             await conn.close()
         except (sqlite3.Error, ValueError) as exc:
             raise StorageError(f"sqlite: closing {self._path!r} failed: {exc}") from exc
@@ -116,16 +131,19 @@ class SqliteDriver:
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"sqlite: cannot open {self._path!r}: {exc}") from exc
 
-    async def _run(self, sql: str, params: Sequence[Any] = ()) -> list[_Row]:
-        """Run one statement (committed on return) and fetch its rows."""
-        conn = self._conn
-        if conn is None:
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[_Row]:
+        """Run a query and fetch its rows."""
+        return await self._statement(sql, params, write=False)
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> list[_Row]:
+        """Run a statement that changes the database; return its rows once committed."""
+        return await self._statement(sql, params, write=True)
+
+    async def _statement(self, sql: str, params: Sequence[Any], *, write: bool) -> list[_Row]:
+        statements = self._statements
+        if statements is None:
             raise StorageError("sqlite storage driver is not open")
-        try:
-            return [tuple(row) for row in await conn.execute_fetchall(sql, params)]
-        except (sqlite3.Error, ValueError) as exc:
-            # ValueError: aiosqlite's "Connection closed" when close() raced this call.
-            raise StorageError(f"sqlite: {exc}") from exc
+        return await statements.run(sql, params, write=write)
 
 
 def _probe(path: str) -> None:
@@ -209,7 +227,7 @@ class _SqliteKeyValueStore:
         self._ns = (host, store)
 
     async def get(self, user: str) -> JSONValue | None:
-        rows = await self._driver._run(
+        rows = await self._driver._read(
             'SELECT value FROM keyval WHERE host = ? AND store = ? AND "user" = ?',
             (*self._ns, user),
         )
@@ -217,19 +235,19 @@ class _SqliteKeyValueStore:
 
     async def set(self, user: str, value: JSONValue | None) -> None:
         if value is None:
-            await self._driver._run(
+            await self._driver._write(
                 'DELETE FROM keyval WHERE host = ? AND store = ? AND "user" = ?',
                 (*self._ns, user),
             )
             return
-        await self._driver._run(
+        await self._driver._write(
             'INSERT INTO keyval (host, store, "user", value) VALUES (?, ?, ?, ?) '
             'ON CONFLICT (host, store, "user") DO UPDATE SET value = excluded.value',
             (*self._ns, user, _encode_value(value)),
         )
 
     async def users(self) -> list[str]:
-        rows = await self._driver._run(
+        rows = await self._driver._read(
             'SELECT "user" FROM keyval WHERE host = ? AND store = ?', self._ns
         )
         return sorted(row[0] for row in rows)
@@ -241,7 +259,7 @@ class _SqliteMapStore:
         self._ns = (host, store)
 
     async def get(self, user: str, key: str) -> JSONValue | None:
-        rows = await self._driver._run(
+        rows = await self._driver._read(
             'SELECT value FROM map WHERE host = ? AND store = ? AND "user" = ? AND "key" = ?',
             (*self._ns, user, key),
         )
@@ -249,26 +267,26 @@ class _SqliteMapStore:
 
     async def set(self, user: str, key: str, value: JSONValue | None) -> None:
         if value is None:
-            await self._driver._run(
+            await self._driver._write(
                 'DELETE FROM map WHERE host = ? AND store = ? AND "user" = ? AND "key" = ?',
                 (*self._ns, user, key),
             )
             return
-        await self._driver._run(
+        await self._driver._write(
             'INSERT INTO map (host, store, "user", "key", value) VALUES (?, ?, ?, ?, ?) '
             'ON CONFLICT (host, store, "user", "key") DO UPDATE SET value = excluded.value',
             (*self._ns, user, key, _encode_value(value)),
         )
 
     async def get_all(self, user: str) -> dict[str, JSONValue]:
-        rows = await self._driver._run(
+        rows = await self._driver._read(
             'SELECT "key", value FROM map WHERE host = ? AND store = ? AND "user" = ?',
             (*self._ns, user),
         )
         return {key: _decode_value(text) for key, text in rows}
 
     async def delete_user(self, user: str) -> None:
-        await self._driver._run(
+        await self._driver._write(
             'DELETE FROM map WHERE host = ? AND store = ? AND "user" = ?', (*self._ns, user)
         )
 
@@ -281,7 +299,7 @@ class _SqliteArchiveStore:
     async def append(
         self, user: str, value: JSONValue, *, when: float, with_jid: str = ""
     ) -> str:
-        rows = await self._driver._run(
+        rows = await self._driver._write(
             'INSERT INTO archive (host, store, "user", "when", with_jid, value) '
             "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (*self._ns, user, float(when), with_jid, _encode_value(value)),
@@ -308,7 +326,7 @@ class _SqliteArchiveStore:
         if wanted is None:
             return []
         sql, params = _select_archive(wanted, (*self._ns, user))
-        rows = await self._driver._run(sql, params)
+        rows = await self._driver._read(sql, params)
         return [
             ArchiveItem(id=_format_archive_id(number), when=when, with_jid=partner,
                         value=_decode_value(text))
@@ -325,11 +343,11 @@ class _SqliteArchiveStore:
             # One JSON-array parameter instead of a placeholder per id.
             where += " AND id IN (SELECT value FROM json_each(?))"
             params.append(json.dumps(numbers))
-        rows = await self._driver._run(f"DELETE FROM archive WHERE {where} RETURNING id", params)
+        rows = await self._driver._write(f"DELETE FROM archive WHERE {where} RETURNING id", params)
         return len(rows)
 
     async def count(self, user: str) -> int:
-        rows = await self._driver._run(
+        rows = await self._driver._read(
             'SELECT COUNT(*) FROM archive WHERE host = ? AND store = ? AND "user" = ?',
             (*self._ns, user),
         )
