@@ -139,7 +139,7 @@ class AuthConfig:
 class ModulesConfig:
     """Enabled modules, and each module's [modules.<name>] table (validated by the module loader)."""
 
-    enabled: tuple[str, ...] = ("disco", "ping", "version", "time", "presence", "message", "blocking", "roster", "vcard", "private", "last", "offline", "carbons", "mam")
+    enabled: tuple[str, ...] = ("disco", "ping", "version", "time", "presence", "message", "blocking", "roster", "vcard", "private", "last", "offline", "carbons", "mam", "csi")
     # Read-only even when defaulted: a shared default must not be mutable.
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
 

@@ -2,8 +2,9 @@
 
 Stream header checks, STARTTLS (§5), SASL (§6), resource binding (§7), the legacy
 ``<session/>`` of RFC 3921 §3, XEP-0077 in-band registration before authentication (when the
-runtime offers it), XEP-0198 stream management (``protocol/stream_management.py``; resumption
-takes the place of binding), the authentication timeout and whitespace keepalives.
+runtime offers it; ``protocol/c2s_register.py``), XEP-0198 stream management
+(``protocol/stream_management.py``; resumption takes the place of binding), XEP-0352 client
+state indication (when offered), the authentication timeout and whitespace keepalives.
 Feed it bytes with ``receive_data``; read ``pop_events`` and ``data_to_send``; answer
 ``TlsRequested``, ``CredentialsNeeded``, ``RegistrationRequested``, ``BindRequested`` and
 ``ResumeRequested`` with the matching method, and call ``stanza_handled`` once the runtime has
@@ -17,7 +18,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ..jid import JID, InvalidJID
 from ..stanza.errors import Condition, ProtocolUsageError, StanzaError, StreamCondition, StreamError
-from ..stanza.model import iq_payload
 from ..xml.element import Element
 from ..xml.namespaces import NS_BIND, NS_CLIENT, NS_SASL, NS_SESSION, NS_STREAMS, NS_TLS, NS_XML
 from ..xml.parser import StreamHeader
@@ -25,16 +25,15 @@ from . import events as ev
 from .sasl import ScramCredentials
 from .sasl_server import Failure, NeedCredentials, Reply, SaslNegotiator, SaslStep, Success
 from .c2s_header import check_client_header, requested_domain, response_version
+from .c2s_register import NS_REGISTER, NS_REGISTER_FEATURE, HeldInput, PreAuthRegistration
 from .stream import XmlStream
 from .stream_management import NS_SM, SmPolicy, SmServerStream, SmSession, failed_element
 
-__all__ = ["C2SServer", "C2SState", "TRANSITIONS", "ALL_MECHANISMS", "NS_REGISTER", "NS_REGISTER_FEATURE"]
+__all__ = ["C2SServer", "C2SState", "TRANSITIONS", "ALL_MECHANISMS", "NS_CSI", "NS_REGISTER", "NS_REGISTER_FEATURE"]
 
 ALL_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
-NS_REGISTER = "jabber:iq:register"                              # XEP-0077
-NS_REGISTER_FEATURE = "http://jabber.org/features/iq-register"  # XEP-0077 §8
+NS_CSI = "urn:xmpp:csi:0"  # XEP-0352
 _STANZAS = frozenset({"message", "presence", "iq"})
-_MAX_HELD = 16  # elements a client may pipeline behind a registration or resumption request
 
 
 class C2SState(enum.Enum):
@@ -83,24 +82,13 @@ class C2SServer(XmlStream):
     content_ns = NS_CLIENT
 
     def __init__(
-        self,
-        *,
-        domains: Callable[[str], bool],
-        id_factory: Callable[[], str],
-        now: float,
-        tls_available: bool = True,
-        tls_required: bool = True,
-        tls_active: bool = False,
-        channel_bindings: Mapping[str, bytes] | None = None,
-        mechanisms: Sequence[str] = ALL_MECHANISMS,
-        max_stanza_size: int = 262144,
-        auth_timeout: float = 30.0,
-        max_auth_failures: int = 3,
-        keepalive_interval: float = 0.0,
-        extra_features: Callable[[], list[Element]] | None = None,
-        scram_secret: bytes = b"",
-        scram_iterations: int = 4096,
-        in_band_registration: Callable[[str], bool] | None = None,
+        self, *, domains: Callable[[str], bool], id_factory: Callable[[], str], now: float,
+        tls_available: bool = True, tls_required: bool = True, tls_active: bool = False,
+        channel_bindings: Mapping[str, bytes] | None = None, mechanisms: Sequence[str] = ALL_MECHANISMS,
+        max_stanza_size: int = 262144, auth_timeout: float = 30.0, max_auth_failures: int = 3,
+        keepalive_interval: float = 0.0, extra_features: Callable[[], list[Element]] | None = None,
+        scram_secret: bytes = b"", scram_iterations: int = 4096,
+        in_band_registration: Callable[[str], bool] | None = None,  # does a domain offer XEP-0077?
         stream_management: SmPolicy | None = None,
     ) -> None:
         super().__init__(max_stanza_size=max_stanza_size)
@@ -119,10 +107,8 @@ class C2SServer(XmlStream):
         self._extra_features = extra_features
         self._scram_secret = scram_secret
         self._scram_iterations = scram_iterations
-        # Whether a domain offers XEP-0077 registration before authentication (None: none does).
-        self._in_band_registration = in_band_registration
-        self._registration_iq_id = ""
-        self._held: list[Element] = []
+        self._registration = PreAuthRegistration(in_band_registration)
+        self._held = HeldInput()  # input behind a registration or resumption request
         self.state = C2SState.WAIT_HEADER
         self.domain = ""
         self.stream_id = ""
@@ -135,6 +121,8 @@ class C2SServer(XmlStream):
         self._abort_requested = False
         self.sm = SmServerStream(stream_management, new_id=id_factory, send=self._send)  # inert if not offered
         self._lost = False  # the connection went away without a closing tag (XEP-0198: resumable)
+        self._csi_offered = False
+        self.client_active = True  # XEP-0352 §4.2: "A stream always begins in 'active' state"
 
     # -- answers from the runtime --------------------------------------------------------------
     def tls_established(self, *, channel_bindings: Mapping[str, bytes] | None = None) -> None:
@@ -147,27 +135,20 @@ class C2SServer(XmlStream):
 
     def provide_credentials(self, credentials: ScramCredentials | None) -> None:
         """Answer ``CredentialsNeeded``; None means there is no such account."""
-        self._expect(C2SState.AUTH_PENDING)
-        assert self._sasl is not None
-        if self._take_abort():
-            return
-        self._sasl_step(self._sasl.provide_credentials(credentials))
+        self._credentials_answered(lambda sasl: sasl.provide_credentials(credentials))
 
     def credentials_unavailable(self) -> None:
         """Storage failed: ``temporary-auth-failure`` (RFC 6120 §6.5.12)."""
+        self._credentials_answered(lambda sasl: sasl.credentials_unavailable())
+
+    def _credentials_answered(self, step: Callable[[SaslNegotiator], SaslStep]) -> None:
         self._expect(C2SState.AUTH_PENDING)
         assert self._sasl is not None
-        if self._take_abort():
+        if self._abort_requested:
+            self._abort_requested = False
+            self._sasl_step(self._sasl.handle(Element("abort", NS_SASL)))
             return
-        self._sasl_step(self._sasl.credentials_unavailable())
-
-    def _take_abort(self) -> bool:
-        if not self._abort_requested:
-            return False
-        self._abort_requested = False
-        assert self._sasl is not None
-        self._sasl_step(self._sasl.handle(Element("abort", NS_SASL)))
-        return True
+        self._sasl_step(step(self._sasl))
 
     def connection_lost(self) -> None:
         self._lost = not self._closed
@@ -196,8 +177,7 @@ class C2SServer(XmlStream):
         SASL ``<auth/>`` behind the registration, XEP-0077 §3.1.1).
         """
         self._expect(C2SState.REGISTRATION_PENDING)
-        if reply.name != "iq" or reply.get("id", "") != self._registration_iq_id:
-            raise ProtocolUsageError("a registration reply is the IQ answering the request")
+        self._registration.check_reply(reply)
         self._send(reply)
         self._to(C2SState.NEGOTIATING)
         self._replay_held()
@@ -235,15 +215,8 @@ class C2SServer(XmlStream):
 
     def _replay_held(self) -> None:
         """Elements the client pipelined behind a request we waited on, in order."""
-        held, self._held = self._held, []
         try:
-            for index, element in enumerate(held):
-                if self._closed:
-                    return
-                if self.state in _HOLDING:
-                    self._held = held[index:] + self._held
-                    return
-                self._on_element(element)
+            self._held.replay(self._on_element, waiting=lambda: self._closed or self.state in _HOLDING)
         except StreamError as err:
             self._fail(err)
 
@@ -321,8 +294,10 @@ class C2SServer(XmlStream):
         if self.username is not None:
             features.add("bind", NS_BIND)
             features.add("session", NS_SESSION).add("optional")
-            for extra in [*(self._extra_features() if self._extra_features else ()), *self.sm.features()]:
+            extras = [*(self._extra_features() if self._extra_features else ()), *self.sm.features()]
+            for extra in extras:
                 features.append(extra)
+            self._csi_offered = any(extra.ns == NS_CSI for extra in extras)  # added by a module
             self._send(features)
             self._to(C2SState.WAIT_BIND)
             return
@@ -334,15 +309,10 @@ class C2SServer(XmlStream):
             self._sasl = self._new_sasl()
             for child in self._sasl.features():
                 features.append(child)
-        if self._registration_offered():
-            features.add("register", NS_REGISTER_FEATURE)
+        if self._registration.offered(self.domain, tls_active=self._tls_active):
+            features.append(self._registration.feature())
         self._send(features)
         self._to(C2SState.NEGOTIATING)
-
-    def _registration_offered(self) -> bool:
-        # XEP-0077 §10: the password travels in the clear, so only over TLS (like PLAIN).
-        return (self._tls_active and self._in_band_registration is not None
-                and self._in_band_registration(self.domain))
 
     def _new_sasl(self) -> SaslNegotiator:
         offered = [
@@ -368,6 +338,8 @@ class C2SServer(XmlStream):
                 self._to(C2SState.RESUME_PENDING)  # XEP-0198 §5: instead of binding
             if event is not None:
                 self._events.append(event)
+        elif element.ns == NS_CSI and state is C2SState.BOUND and self._csi_offered:
+            self._on_client_state(element)
         elif state is C2SState.BOUND:
             self._on_bound_element(element)
         elif state is C2SState.NEGOTIATING:
@@ -375,9 +347,7 @@ class C2SServer(XmlStream):
         elif state is C2SState.WAIT_BIND:
             self._on_bind_element(element)
         elif state in _HOLDING:
-            if len(self._held) >= _MAX_HELD:
-                raise StreamError(StreamCondition.POLICY_VIOLATION, f"too much input in {state.value}")
-            self._held.append(element)
+            self._held.hold(element, state.value)
         elif state is C2SState.AUTH_PENDING and element.ns == NS_SASL and element.name == "abort":
             # The abort takes effect when the credentials arrive: answering then, and only
             # then, keeps one lookup per stream, so a late answer can never complete
@@ -405,7 +375,7 @@ class C2SServer(XmlStream):
                 return
             self._sasl_step(self._sasl.handle(element))
             return
-        if self._sasl is not None and self._is_registration_request(element):
+        if self._sasl is not None and PreAuthRegistration.is_request(element, self.domain):
             self._on_registration_request(element)
             return
         if element.ns == NS_CLIENT and element.name in _STANZAS:
@@ -413,25 +383,13 @@ class C2SServer(XmlStream):
             raise StreamError(StreamCondition.NOT_AUTHORIZED)
         raise StreamError(StreamCondition.UNSUPPORTED_STANZA_TYPE, f"<{element.name}/> is not expected here")
 
-    def _is_registration_request(self, element: Element) -> bool:
-        """An IQ get/set of ``jabber:iq:register`` to the server (or to no one): XEP-0077 §3.1."""
-        if element.ns != NS_CLIENT or element.name != "iq" or element.get("type") not in ("get", "set"):
-            return False
-        payload = iq_payload(element)
-        return (payload is not None and payload.ns == NS_REGISTER and payload.name == "query"
-                and element.get("to") in (None, "", self.domain))
-
     def _on_registration_request(self, element: Element) -> None:
-        iq_id = element.get("id") or ""
-        if not self._registration_offered():
-            # XEP-0077 §3.1: a host without in-band registration "MUST return service-unavailable".
-            self._reply_error(iq_id, StanzaError(Condition.SERVICE_UNAVAILABLE))
+        outcome = self._registration.request(element, domain=self.domain, tls_active=self._tls_active)
+        if isinstance(outcome, StanzaError):
+            self._reply_error(element.get("id") or "", outcome)
             return
-        self._registration_iq_id = iq_id
         self._to(C2SState.REGISTRATION_PENDING)
-        # Before authentication the client has no address (RFC 6120 §8.1.2.1): drop any 'from'.
-        attrs = {k: v for k, v in element.attrs.items() if k != "from"}
-        self._events.append(ev.RegistrationRequested(stanza=Element("iq", NS_CLIENT, attrs, element.children)))
+        self._events.append(outcome)
 
     def _sasl_step(self, step: SaslStep) -> None:
         assert self._sasl is not None
@@ -492,6 +450,16 @@ class C2SServer(XmlStream):
         except InvalidJID:
             return False
         return jid == JID("", self.domain, "") or jid == JID(self.username or "", self.domain, "")
+
+    def _on_client_state(self, element: Element) -> None:
+        """XEP-0352 §4.2: ``<active/>`` or ``<inactive/>``, nonzas that XEP-0198 does not count;
+        a change goes to the runtime, which acts on it in order with the stanzas around it (§5.1)."""
+        if element.name not in ("active", "inactive"):
+            raise StreamError(StreamCondition.UNSUPPORTED_STANZA_TYPE, f"<{element.name}/> is not supported")
+        active = element.name == "active"
+        if active != self.client_active:
+            self.client_active = active
+            self._events.append(ev.ClientStateChanged(active=active))
 
     def _on_bound_element(self, element: Element) -> None:
         if element.ns != NS_CLIENT or element.name not in _STANZAS:

@@ -16,7 +16,7 @@ __all__ = [
     "BindRequested", "RegistrationRequested", "StanzaReceived", "StreamClosed", "FeaturesReceived",
     "TlsProceed", "Authenticated", "Bound", "BindFailed", "NegotiationFailed",
     "DialbackKeyReceived", "DialbackVerifyResult", "PeerAuthenticated", "ComponentAuthenticated",
-    "StreamManagementEnabled", "ResumeRequested",
+    "StreamManagementEnabled", "ResumeRequested", "ClientStateChanged",
 ]
 
 
@@ -129,6 +129,17 @@ class ResumeRequested:
     h: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientStateChanged:
+    """XEP-0352 §4.2: the bound client says it is ``active`` again, or inactive.
+
+    A nonza, not a stanza: XEP-0198 does not count it and nothing answers it.  The runtime acts
+    on it after the stanzas the client sent before it, and before those it sends after (§5.1).
+    """
+
+    active: bool
+
+
 # -- client-side events (the client core in protocol/client.py) ---------------------------
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FeaturesReceived:
@@ -229,5 +240,5 @@ Event = (
     StreamOpened | TlsRequested | CredentialsNeeded | AuthSucceeded | AuthFailed | BindRequested
     | RegistrationRequested | StanzaReceived | StreamClosed | FeaturesReceived | TlsProceed | Authenticated
     | Bound | BindFailed | NegotiationFailed | DialbackKeyReceived | DialbackVerifyResult | PeerAuthenticated
-    | ComponentAuthenticated | StreamManagementEnabled | ResumeRequested
+    | ComponentAuthenticated | StreamManagementEnabled | ResumeRequested | ClientStateChanged
 )

@@ -7,6 +7,11 @@ stanzas are routed one at a time, in order, with backpressure on the socket when
 falls behind, and each one is reported to the core once routed (XEP-0198 acknowledges no
 earlier).  The session a connection binds is a :class:`~.stream_management.ClientSession`, which
 a later connection may resume (XEP-0198 §5).
+
+XEP-0352 client state changes travel the same ordered path as stanzas and reach the modules as
+``CLIENT_STATE``; stanzas for the client go through the session's delivery filter, which is a
+property of the stream: it is removed (what it held goes where the session's other undelivered
+stanzas go) when the stream ends or its session is resumed elsewhere.
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ class ClientConnection:
             in_band_registration=self._registration_offered,
             stream_management=server.stream_management.policy,
         )
-        self._queue: asyncio.Queue[Element | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Element | ev.ClientStateChanged | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()  # set once the stream ended and its stanzas were routed
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,6 +128,8 @@ class ClientConnection:
             self._server.stream_management.enabled(self.session, event, self.core.sm.session)
         elif isinstance(event, ev.ResumeRequested):
             self._spawn(self._resume(event))
+        elif isinstance(event, ev.ClientStateChanged):
+            self._enqueue(event)  # XEP-0352 §5.1: in order with the stanzas around it
         elif isinstance(event, ev.StreamClosed):
             self._on_closed(event)
 
@@ -223,6 +230,9 @@ class ClientConnection:
             self._transport.pump()
             return
         previous = found.claim()
+        # XEP-0352 §5.2: the client state is not restored on resumption; what the old stream's
+        # filter held waits in the XEP-0198 queue, before anything newer.
+        found.set_delivery_filter(None)
         try:
             await previous.inbound_done()  # §4: our 'h' counts the old stream's stanzas once routed
         except asyncio.CancelledError:
@@ -241,8 +251,8 @@ class ClientConnection:
         self._transport.pump()
 
     # -- inbound stanzas -------------------------------------------------------------------------
-    def _enqueue(self, stanza: Element) -> None:
-        self._queue.put_nowait(stanza)
+    def _enqueue(self, item: Element | ev.ClientStateChanged) -> None:
+        self._queue.put_nowait(item)
         if self._worker is None:
             self._worker = asyncio.ensure_future(self._route_inbound())
         if self._queue.qsize() >= _QUEUE_HIGH and not self._reading_paused:
@@ -252,23 +262,35 @@ class ClientConnection:
     async def _route_inbound(self) -> None:
         router = self._server.router
         while True:
-            stanza = await self._queue.get()
-            if stanza is None:
+            item = await self._queue.get()
+            if item is None:
                 self._drained.set()
                 return  # the stream ended; everything it sent before has been routed
             session = self.session
             assert session is not None  # the core emits stanzas only once bound or resumed
-            try:
-                await router.route_from_client(session, stanza)
-            except Exception:
-                self._log.exception("routing <%s/> failed", stanza.name)
-            # XEP-0198 §4: delivered or stored, so now it counts as handled (an error reply to
-            # the client went out before this, like any other answer).
-            self.core.stanza_handled()
+            if isinstance(item, ev.ClientStateChanged):
+                await self._client_state(session, item.active)  # a nonza: XEP-0198 does not count it
+            else:
+                try:
+                    await router.route_from_client(session, item)
+                except Exception:
+                    self._log.exception("routing <%s/> failed", item.name)
+                # XEP-0198 §4: delivered or stored, so now it counts as handled (an error reply to
+                # the client went out before this, like any other answer).
+                self.core.stanza_handled()
             self._transport.pump()
             if self._reading_paused and self._queue.qsize() <= _QUEUE_LOW:
                 self._reading_paused = False
                 self._transport.resume_reading()
+
+    async def _client_state(self, session: ClientSession, active: bool) -> None:
+        """XEP-0352: tell the modules, while this stream still carries the session (a filter
+        installed for a stream that is gone would outlive it)."""
+        if self._ended or session.connection is not self or session.jid is None:
+            return
+        host = self._server.hosts.get(session.jid.domain)
+        if host is not None:
+            await host.bus.fire(hooks.CLIENT_STATE, hooks.ClientStateEvent(session, active))
 
     async def inbound_done(self) -> None:
         """Return once the stream has ended and every stanza it carried has been routed."""
@@ -276,9 +298,12 @@ class ClientConnection:
 
     # -- for the session -----------------------------------------------------------------------------
     def send(self, stanza: Element) -> None:
-        """A stanza for the client (kept by XEP-0198 until acknowledged, when enabled)."""
+        """A stanza for the client, through the session's delivery filter (kept by XEP-0198
+        until acknowledged, when enabled; what the filter holds has not been sent)."""
         if self.core.state in (C2SState.BOUND, C2SState.CLOSED):
-            self.core.send_stanza(stanza)
+            session = self.session
+            for admitted in session.filtered(stanza) if session is not None else (stanza,):
+                self.core.send_stanza(admitted)
             self._transport.pump()
 
     def close(self, condition: StreamCondition | None = None, text: str | None = None) -> None:
@@ -307,6 +332,10 @@ class ClientConnection:
             task.cancel()
         self._server.connection_ended(self)
         if self.session is not None:
+            if self.session.connection is self:
+                # The filter belonged to this stream: what it held is queued for a resumption
+                # (unsent, so XEP-0198 counts it only when it goes out) or dropped with the session.
+                self.session.set_delivery_filter(None)
             # The session ends, or waits to be resumed (XEP-0198 §5).  Also for a session
             # replaced by a resource conflict: others must still hear that it went away.
             self.session.connection_ended(self, resumable=self.core.resumable)

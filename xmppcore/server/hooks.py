@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Handled", "Hook", "HookFailed", "EventBus", "StanzaEvent", "SessionEvent", "AccountEvent", "RegistrationEvent",
-    "MESSAGE_BARE", "MESSAGE_FULL", "MESSAGE_HOST", "PRESENCE_BARE", "PRESENCE_FULL",
+    "ClientStateEvent", "MESSAGE_BARE", "MESSAGE_FULL", "MESSAGE_HOST", "PRESENCE_BARE", "PRESENCE_FULL",
     "PRESENCE_HOST", "PRESENCE_BROADCAST", "SESSION_BOUND", "SESSION_AVAILABLE", "SESSION_CLOSED",
-    "FILTER_FROM_CLIENT", "FILTER_TO_ACCOUNT", "ACCOUNT_DELETED", "REGISTRATION_REQUESTED",
+    "CLIENT_STATE", "FILTER_FROM_CLIENT", "FILTER_TO_ACCOUNT", "ACCOUNT_DELETED", "REGISTRATION_REQUESTED",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,14 @@ class SessionEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientStateEvent:
+    """XEP-0352: the client of ``session`` said it is ``active`` again, or inactive."""
+
+    session: Session
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
 class AccountEvent:
     """Something happened to the account ``jid`` (a bare JID of the host)."""
 
@@ -115,6 +123,9 @@ SESSION_BOUND: Hook[SessionEvent] = Hook("session/bound")
 # broadcast; offline delivery (XEP-0160) and pending subscription requests hang off it.
 SESSION_AVAILABLE: Hook[SessionEvent] = Hook("session/available")
 SESSION_CLOSED: Hook[SessionEvent] = Hook("session/closed")
+# XEP-0352: a client said it is active or inactive (only a change, and only while its stream is
+# open), in order with its stanzas (§5.1).  Its stream begins active, a resumed one too.
+CLIENT_STATE: Hook[ClientStateEvent] = Hook("session/client-state")
 # An account was deleted (in-band, XEP-0077 §3.2, or by the operator): every module that stores
 # data per account deletes the account's.  Fired by AccountManager.delete after the credentials
 # are gone, so nobody can log in while it runs.

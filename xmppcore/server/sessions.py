@@ -3,20 +3,39 @@
 The registry belongs to the server (never a global).  Binding a resource that is already
 taken replaces the old session, which is closed with a ``conflict`` stream error — the
 "override" policy of RFC 6120 §7.7.2.2, the one ejabberd and Prosody use by default.
+
+A session may carry a :class:`DeliveryFilter`, which holds back some of the stanzas on their
+way to the client for a while (XEP-0352 client state indication installs one while the client
+says it is inactive).  It belongs to the session's current stream: when that stream ends, or the
+session moves to another stream (XEP-0198 §5), the runtime removes it, and what it held is
+delivered as if it had been sent at that moment — kept for a resumption, or dropped with the
+session.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from ..jid import JID
 from ..stanza.errors import Condition, StanzaError, StreamCondition
 from ..xml.element import Element
 
-__all__ = ["Session", "SessionRegistry"]
+__all__ = ["DeliveryFilter", "Session", "SessionRegistry"]
 
 log = logging.getLogger(__name__)
+
+
+class DeliveryFilter(Protocol):
+    """Decides, stanza by stanza, what goes to a session's client now and what waits."""
+
+    def admit(self, stanza: Element) -> Sequence[Element]:
+        """What to send now, in order, as ``stanza`` is about to be sent: nothing to hold it,
+        or stanzas held earlier before it."""
+
+    def release(self) -> Sequence[Element]:
+        """Everything held, oldest first; called once, when the filter is removed."""
 
 
 class Session:
@@ -29,6 +48,24 @@ class Session:
         self.priority = 0
         self.available = False            # has sent initial presence (RFC 6121 §4.2)
         self.presence: Element | None = None  # the last available presence it broadcast
+        self._delivery_filter: DeliveryFilter | None = None
+
+    @property
+    def delivery_filter(self) -> DeliveryFilter | None:
+        return self._delivery_filter
+
+    def set_delivery_filter(self, new: DeliveryFilter | None) -> None:
+        """Install ``new`` (None: no filter); what the previous filter held is delivered first, in order."""
+        old, self._delivery_filter = self._delivery_filter, None
+        if old is not None:
+            for stanza in old.release():
+                self.deliver(stanza)
+        self._delivery_filter = new
+
+    def filtered(self, stanza: Element) -> Sequence[Element]:
+        """What to send to the client now for ``stanza``: a session that sends calls this first."""
+        delivery_filter = self._delivery_filter
+        return (stanza,) if delivery_filter is None else delivery_filter.admit(stanza)
 
     @property
     def full_jid(self) -> JID:
