@@ -13,7 +13,10 @@ logs in, and:
 - every acknowledged message reaches him from offline storage, none twice (ids counted and
   compared; the resent copies were recognised by their origin-id, see
   docs/decisions/0003-durability.md);
-- every one of them is in his XEP-0313 archive, paged through with XEP-0059.
+- every one of them is in his XEP-0313 archive exactly once, paged through with XEP-0059, and so
+  in alice's: no origin-id twice in either (modules/mam_resends.py recognises the resent copies);
+- the XEP-0359 stanza-id each message reached him with is its id in his archive, also for a
+  message resent after it was archived.
 
 The seed is printed on failure; ``XMPPCORE_CRASH_SEED=<n>`` replays a run.  Nothing sleeps:
 kills are triggered by the number of messages sent, and every wait is for the server.
@@ -246,15 +249,25 @@ async def send_from(sm: SmSender, sender: Sender, base: int, crasher: Crasher) -
 
 
 # -- the recipient ---------------------------------------------------------------------------------
-async def receive_offline(server: ServerProcess) -> list[str]:
-    """Bob logs in and takes his offline messages; their ids in arrival order.
+@dataclass(frozen=True)
+class Archived:
+    """One result of an archive query."""
+
+    ident: str            # the message's 'id'
+    origin: str | None    # its XEP-0359 origin-id
+    archive_id: str       # the result's id: the message's id in the archive (XEP-0313 §4.2)
+
+
+async def receive_offline(server: ServerProcess) -> dict[str, list[str | None]]:
+    """Bob logs in and takes his offline messages: per id, the stanza-ids (by bob) it came with,
+    once per arrival.
 
     The end is a message alice sends once delivery has begun: a live message waits for the
     stored ones (modules/offline.py), so it arrives after the last of them.
     """
     bob = await RawClient.login("127.0.0.1", server.port, server.cafile, "bob", PASSWORD, "inbox")
     await bob.send("<presence/>")
-    received: list[str] = []
+    received: dict[str, list[str | None]] = collections.defaultdict(list)
     first = await bob.wait_for(lambda el: el.name == "message", SERVER_WAIT)
     alice = await RawClient.login("127.0.0.1", server.port, server.cafile, "alice", PASSWORD, "last")
     await alice.send("<message to='bob@localhost' type='chat' id='the-end'><body>that was all</body></message>")
@@ -264,28 +277,32 @@ async def receive_offline(server: ServerProcess) -> list[str]:
         origin = message.find("origin-id", SID)
         assert message.findtext("body") == f"body of {ident}", message
         assert origin is not None and origin.get("id") == f"origin-{ident}", message
-        received.append(ident)
+        stamps = [el.get("id") for el in message.findall("stanza-id", SID) if el.get("by") == "bob@localhost"]
+        assert len(stamps) == 1, message  # XEP-0359 §3: at most one per 'by'
+        received[ident].append(stamps[0])
         message = await bob.wait_for(lambda el: el.name == "message", SERVER_WAIT)
     bob.close()
     alice.close()
     return received
 
 
-async def archived(server: ServerProcess) -> list[str]:
-    """The message ids in bob's archive, oldest first, paged through with RSM (XEP-0059 §2.2)."""
-    bob = await RawClient.login("127.0.0.1", server.port, server.cafile, "bob", PASSWORD, "archive")
-    found: list[str] = []
+async def archived(server: ServerProcess, user: str) -> list[Archived]:
+    """What ``user``'s archive holds, oldest first, paged through with RSM (XEP-0059 §2.2)."""
+    client = await RawClient.login("127.0.0.1", server.port, server.cafile, user, PASSWORD, "archive")
+    found: list[Archived] = []
     after = ""
     for page in range(1, 2 * TOTAL):
         rsm = "<max>250</max>" + (f"<after>{after}</after>" if after else "")
-        await bob.send(f"<iq type='set' id='p{page}'><query xmlns='{MAM}' queryid='p{page}'>"
-                       f"<set xmlns='{NS_RSM}'>{rsm}</set></query></iq>")
-        while (stanza := await bob.wait_for(lambda el: el.name in ("message", "iq"), SERVER_WAIT)).name == "message":
-            forwarded = stanza.find("result", MAM)
-            inner = None if forwarded is None else forwarded.find("forwarded", FORWARD)
+        await client.send(f"<iq type='set' id='p{page}'><query xmlns='{MAM}' queryid='p{page}'>"
+                          f"<set xmlns='{NS_RSM}'>{rsm}</set></query></iq>")
+        while (stanza := await client.wait_for(lambda el: el.name in ("message", "iq"), SERVER_WAIT)).name == "message":
+            result = stanza.find("result", MAM)
+            inner = None if result is None else result.find("forwarded", FORWARD)
             original = None if inner is None else inner.find("message", NS_CLIENT)
-            assert original is not None, stanza
-            found.append(original.get("id") or "")
+            assert result is not None and original is not None, stanza
+            origin = original.find("origin-id", SID)
+            found.append(Archived(original.get("id") or "", None if origin is None else origin.get("id"),
+                                  result.get("id") or ""))
         assert stanza.get("type") == "result", stanza
         fin = stanza.find("fin", MAM)
         set_el = None if fin is None else fin.find("set", NS_RSM)
@@ -293,8 +310,12 @@ async def archived(server: ServerProcess) -> list[str]:
         if fin.get("complete") == "true":
             break
         after = parse_page(set_el).last or ""
-    bob.close()
+    client.close()
     return found
+
+
+def repeated(values: list[str]) -> list[str]:
+    return sorted(value for value, times in collections.Counter(values).items() if times > 1)
 
 
 # -- the test --------------------------------------------------------------------------------------
@@ -334,16 +355,20 @@ async def crash_and_check(server: ServerProcess, points: list[int], seed: int) -
 
     acknowledged = [ident for sender in senders for ident in sender.ids[:sender.acked]]
     received = await receive_offline(server)
+    arrivals = sum(len(stamps) for stamps in received.values())
     delivered = time.monotonic()
-    in_archive = await archived(server)
-    counts = collections.Counter(received)
-    duplicates = sorted(ident for ident, times in counts.items() if times > 1)
+    archives = {user: await archived(server, user) for user in ("bob", "alice")}
+    duplicates = sorted(ident for ident, stamps in received.items() if len(stamps) > 1)
+    copies = {user: repeated([entry.ident for entry in entries]) for user, entries in archives.items()}
+    origins = {user: repeated([entry.origin for entry in entries if entry.origin is not None])
+               for user, entries in archives.items()}
     print(f"\ncrash test (seed {seed}): {crasher.kills} kills after {points} messages sent; "
           f"{len(acknowledged)} acknowledged, {sum(s.resent for s in senders)} resent, "
-          f"{sum(s.sessions for s in senders)} sessions; {len(received)} received offline, "
-          f"{len(duplicates)} duplicates; {len(in_archive)} archive entries "
-          f"({len(in_archive) - len(set(in_archive))} resent copies); {sent - began:.1f} s sending, "
-          f"{delivered - sent:.1f} s delivering, {time.monotonic() - delivered:.1f} s paging the archive")
+          f"{sum(s.sessions for s in senders)} sessions; {arrivals} received offline, "
+          f"{len(duplicates)} duplicates; archive entries: bob {len(archives['bob'])}, alice "
+          f"{len(archives['alice'])} ({len(copies['bob'])}/{len(copies['alice'])} messages twice, "
+          f"{len(origins['bob'])}/{len(origins['alice'])} origin-ids twice); {sent - began:.1f} s sending, "
+          f"{delivered - sent:.1f} s delivering, {time.monotonic() - delivered:.1f} s paging both archives")
 
     assert [v for s in senders for v in s.violations] == []
     assert crasher.kills == len(points) + 1
@@ -351,5 +376,12 @@ async def crash_and_check(server: ServerProcess, points: list[int], seed: int) -
     assert duplicates == []
     assert set(acknowledged) - set(received) == set(), "acknowledged but never delivered"
     assert set(received) - set(acknowledged) == set(), "delivered but never sent"
-    assert len(received) == TOTAL
-    assert set(acknowledged) - set(in_archive) == set(), "acknowledged but not archived"
+    assert arrivals == TOTAL
+    # Each acknowledged message once in each archive (and "the-end", which has no origin-id).
+    for user, entries in archives.items():
+        assert origins[user] == [], f"origin-ids archived twice for {user}"
+        assert copies[user] == [], f"messages archived twice for {user}"
+        assert {entry.ident for entry in entries} == {*acknowledged, "the-end"}, f"{user}'s archive"
+    archive_ids = {entry.ident: entry.archive_id for entry in archives["bob"]}
+    assert {ident: stamps[0] for ident, stamps in received.items()} == {
+        ident: archive_ids[ident] for ident in received}, "delivered with another id than archived"

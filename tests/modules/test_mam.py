@@ -1,10 +1,11 @@
 """XEP-0313 archiving and XEP-0359 stanza-ids, XML in and XML out against the real server runtime:
-what is archived in each direction, stamping and stripping, preferences (XEP-0441), retention,
-account deletion.  Queries and paging are in test_mam_query.py.
+what is archived in each direction, stamping and stripping, resent messages archived once
+(XEP-0359 origin-id), preferences (XEP-0441), retention, account deletion.  Queries and paging are in test_mam_query.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from xmppcore.jid import JID
 from xmppcore.modules.mam import NS_MAM, NS_SID, archivable, without_claimed_ids
 from xmppcore.modules.mam_ids import IdCodec
 from xmppcore.modules.mam_prefs import NS_RETENTION
+from xmppcore.modules.mam_resends import ORIGIN_FIELD, ResendIndex
 from xmppcore.server.app import Server
 from xmppcore.server.module_api import ModuleContext
 from xmppcore.server.modules import load_modules
@@ -33,6 +35,8 @@ from xmppcore.storage import (
     ArchiveStore,
     JSONValue,
     MemoryDriver,
+    SqliteDriver,
+    StorageDriver,
     StorageError,
 )
 from xmppcore.xml.element import Element
@@ -61,9 +65,11 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 @asynccontextmanager
 async def running(tmp_path: Path, *, options: Mapping[str, Any] | None = None,
-                  modules: Sequence[str] = MODULES, driver: MemoryDriver | None = None,
+                  modules: Sequence[str] = MODULES, driver: StorageDriver | None = None,
+                  users: Sequence[str] = ("alice", "bob", "carol"),
                   ) -> AsyncIterator[ScenarioHarness]:
-    """The harness with the mam module (``options`` are ``[modules.mam]``) and alice, bob, carol."""
+    """The harness with the mam module (``options`` are ``[modules.mam]``) and ``users`` created
+    (on a ``driver`` that already holds them, none need be)."""
     data = {
         "domains": ["localhost"], "data_dir": str(tmp_path), "storage": {"driver": "memory"},
         "auth": {"scram_iterations": 4096}, "s2s": {"enabled": False},
@@ -76,7 +82,7 @@ async def running(tmp_path: Path, *, options: Mapping[str, Any] | None = None,
         load_modules(server, host, config.modules.enabled, config.modules.options, source=config.source)
     try:
         harness = ScenarioHarness(server)
-        for user in ("alice", "bob", "carol"):
+        for user in users:
             await harness.add_user(user)
         yield harness
     finally:
@@ -391,3 +397,148 @@ async def test_deleting_an_account_deletes_its_archive_and_settings(h: ScenarioH
     assert await archived(h, "bob") == [] and len(await archived(h, "alice")) == 2
     for store in ("mam_prefs", "mam_retention"):
         assert await h.server.storage.keyval("localhost", store).get("bob") is None
+
+
+# -- resent messages (XEP-0359 origin-id) -----------------------------------------------------------
+def with_origin(to: str, origin: str, ident: str = "m", body: str = "hi") -> str:
+    return (f"<message to='{to}' type='chat' id='{ident}'><body>{body}</body>"
+            f"<origin-id xmlns='{NS_SID}' id='{origin}'/></message>")
+
+
+def stamped_ids(session: FakeSession) -> list[str | None]:
+    """The recipient's archive ids on the messages ``session`` received since the last take."""
+    stamps = [message.find("stanza-id", NS_SID) for message in session.take() if message.name == "message"]
+    return [None if stamp is None else stamp.get("id") for stamp in stamps]
+
+
+async def test_a_resent_message_is_archived_once_on_each_side(h: ScenarioHarness) -> None:
+    alice, bob = await h.online("alice", "home"), await h.online("bob", "pc")
+    await h.send(alice, with_origin("bob@localhost", "o1", "m1"))
+    first = stamped_ids(bob)
+    # The stream broke before the ack: the client sends it again, on a new stream and with a new
+    # 'id' (XEP-0198 §4), the same origin-id.
+    await h.disconnect(alice)
+    alice = await h.online("alice", "home")
+    await h.send(alice, with_origin("bob@localhost", "o1", "m1-again"))
+    [bob_id] = await archive_ids(h, "bob")
+    assert first + stamped_ids(bob) == [bob_id, bob_id]  # one message, one id, however often it comes
+    assert [item.with_jid for item in await archived(h, "alice")] == ["bob@localhost"]
+    [item] = await archived(h, "bob")
+    assert isinstance(item.value, dict) and xml(item.value["xml"]).get("id") == "m1"  # the original
+
+
+async def test_an_origin_id_is_its_senders_and_its_conversations(h: ScenarioHarness) -> None:
+    alice, bob, carol = await h.online("alice", "home"), await h.online("bob", "pc"), await h.online("carol", "c")
+    await h.send(alice, with_origin("bob@localhost", "o1"))
+    await h.send(carol, with_origin("bob@localhost", "o1"))   # another sender's o1
+    await h.send(alice, with_origin("carol@localhost", "o1"))  # alice's o1, to someone else
+    await h.send(bob, with_origin("alice@localhost", "o1"))    # bob's o1 in the same conversation
+    assert [item.with_jid for item in await archived(h, "bob")] == [
+        "alice@localhost", "carol@localhost", "alice@localhost"]
+    assert [item.with_jid for item in await archived(h, "alice")] == [
+        "bob@localhost", "carol@localhost", "bob@localhost"]
+    assert len(set(await archive_ids(h, "bob"))) == 3
+
+
+async def test_messages_without_an_origin_id_are_all_archived(h: ScenarioHarness) -> None:
+    alice = await h.online("alice", "home")
+    for _ in range(2):
+        await h.send(alice, "<message to='bob@localhost' type='chat' id='same'><body>hi</body></message>")
+    assert (len(await archived(h, "alice")), len(await archived(h, "bob"))) == (2, 2)
+
+
+async def test_a_resend_after_a_restart_is_recognised(tmp_path: Path, clock: Clock) -> None:
+    driver = MemoryDriver()  # outlives the first server, as a database file would
+    async with running(tmp_path, driver=driver) as h:
+        alice = await h.online("alice", "home")
+        await h.send(alice, with_origin("bob@localhost", "o1", "m1"))
+        await h.send(alice, with_origin("bob@localhost", "o2", "m2"))
+        bob_ids = await archive_ids(h, "bob")
+    async with running(tmp_path, driver=driver, users=()) as h:
+        alice, bob = await h.online("alice", "home"), await h.online("bob", "pc")
+        await h.send(alice, with_origin("bob@localhost", "o1", "m1"))
+        await h.send(alice, with_origin("bob@localhost", "o3", "m3"))
+        assert stamped_ids(bob) == [bob_ids[0], (await archive_ids(h, "bob"))[2]]
+        assert [len(await archived(h, user)) for user in ("alice", "bob")] == [3, 3]
+
+
+@pytest.mark.parametrize("purged_first", [False, True])
+async def test_a_resend_of_an_expired_message_is_archived_anew(tmp_path: Path, clock: Clock,
+                                                               purged_first: bool) -> None:
+    async with running(tmp_path, options={"retention_days": 1}) as h:
+        alice, bob = await h.online("alice", "home"), await h.online("bob", "pc")
+        await h.send(alice, with_origin("bob@localhost", "o1"))
+        clock.now = T0 + 1.5 * DAY  # the original is past retention: no query shows it any more
+        if purged_first:
+            await h.send(alice, with_origin("bob@localhost", "o2"))  # its append deletes the original
+        await h.send(alice, with_origin("bob@localhost", "o1"))
+        *_, fresh = await archive_ids(h, "bob")
+        assert stamped_ids(bob)[-1] == fresh
+        assert [item.when for item in await archived(h, "bob")] == [T0 + 1.5 * DAY] * (1 + purged_first)
+
+
+async def test_a_deleted_account_keeps_no_originals(h: ScenarioHarness) -> None:
+    alice = await h.online("alice", "home")
+    await h.send(alice, with_origin("bob@localhost", "o1"))
+    await h.server.accounts.delete("localhost", "bob")
+    await h.add_user("bob")
+    await h.send(alice, with_origin("bob@localhost", "o1"))
+    assert len(await archived(h, "bob")) == 1
+
+
+async def test_two_copies_at_once_are_archived_once(tmp_path: Path, clock: Clock) -> None:
+    # SQLite, whose calls really wait, so both copies are looked up before either is appended
+    # unless the module keeps them apart.
+    async with running(tmp_path, driver=SqliteDriver(str(tmp_path / "db.sqlite"))) as h:
+        old, new = await h.online("alice", "old"), await h.online("alice", "new")
+        await asyncio.gather(h.send(old, with_origin("bob@localhost", "o1", "m1")),
+                             h.send(new, with_origin("bob@localhost", "o1", "m1")))
+        assert (len(await archived(h, "alice")), len(await archived(h, "bob"))) == (1, 1)
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[ArchiveStore]:
+    driver = MemoryDriver()
+    await driver.open()
+    yield driver.archive("localhost", "mam")
+    await driver.close()
+
+
+async def test_the_index_looks_back_over_the_newest_entries(store: ArchiveStore) -> None:
+    index = ResendIndex(store, lookback=4)
+    ids = {}
+    for n in range(1, 6):
+        ids[n] = await store.append("bob", {ORIGIN_FIELD: f"alice@x/o{n}"}, when=T0, with_jid="alice@x")
+        await store.append("bob", {"xml": "<message/>"}, when=T0, with_jid="alice@x")  # no key, still an entry
+        await store.append("bob", {ORIGIN_FIELD: f"alice@x/o{n}"}, when=T0, with_jid="carol@x")  # elsewhere
+    found = [await index.original("bob", "alice@x", f"alice@x/o{n}") for n in range(1, 6)]
+    assert [None if item is None else item.id for item in found] == [None, None, None, ids[4], ids[5]]
+    # From the first look on, the module notes what it appends instead of reading it again.
+    later = await store.append("bob", {ORIGIN_FIELD: "alice@x/o6"}, when=T0, with_jid="alice@x")
+    index.appended("bob", "alice@x", "alice@x/o6", later)
+    for n, storage_id in ((6, later), (5, ids[5]), (4, ids[4])):
+        item = await index.original("bob", "alice@x", f"alice@x/o{n}")
+        assert item is not None and item.id == storage_id
+    for n in range(7, 11):
+        index.appended("bob", "alice@x", f"alice@x/o{n}",
+                       await store.append("bob", {ORIGIN_FIELD: f"alice@x/o{n}"}, when=T0, with_jid="alice@x"))
+    assert await index.original("bob", "alice@x", "alice@x/o4") is None  # six keyed entries came after it
+    assert await index.original("bob", "alice@x", "alice@x/o10") is not None
+
+
+async def test_the_index_reads_a_forgotten_conversation_again(store: ArchiveStore) -> None:
+    index = ResendIndex(store, lookback=2, max_held=3)  # room for one conversation
+    originals = {}
+    for partner in ("a@x", "b@x", "c@x"):
+        originals[partner] = await store.append("bob", {ORIGIN_FIELD: f"{partner}/o1"}, when=T0, with_jid=partner)
+        await store.append("bob", {ORIGIN_FIELD: f"{partner}/o2"}, when=T0, with_jid=partner)
+    for _ in range(2):
+        for partner in ("a@x", "b@x", "c@x"):
+            found = await index.original("bob", partner, f"{partner}/o1")
+            assert found is not None and found.id == originals[partner]
+            assert await index.original("bob", partner, "a@x/o3") is None
+    assert await index.original("bob", "b@x", "a@x/o1") is None  # another conversation's key
+    # Written by someone else: only a conversation read again from storage can know of it.
+    written = await store.append("bob", {ORIGIN_FIELD: "a@x/o3"}, when=T0, with_jid="a@x")
+    found = await index.original("bob", "a@x", "a@x/o3")  # a@x was forgotten for b@x and c@x
+    assert found is not None and found.id == written

@@ -24,6 +24,11 @@ is delivered or stored offline (XEP-0313 §3.5).  Sent messages carry no stanza-
 sender's archive: §3.5 forbids showing it to contacts; the archived copy of a sent message has
 the sender's own 'by' ids removed too.
 
+Resent messages are archived once (:mod:`.mam_resends`): a message with an XEP-0359
+``<origin-id/>`` whose (sender's bare JID, origin-id) an entry of the same conversation already
+carries is not archived again, in the sender's archive nor in the recipient's, and a received one
+is stamped with the id of that entry.
+
 The hooks cannot swap the stanza the router carries, so a message that needs a change is routed
 again as a changed copy and the original stops; the copy's second pass is known and not
 archived twice.  Handlers that need the stanza-id (carbons) belong below :data:`STAMP_PRIORITY`.
@@ -50,10 +55,11 @@ from xmppcore.modules.mam_prefs import (
     Retention,
 )
 from xmppcore.modules.mam_query import ArchiveQueries
-from xmppcore.modules.offline import NS_HINTS, encode_stanza
+from xmppcore.modules.mam_resends import ORIGIN_FIELD, ResendIndex
+from xmppcore.modules.offline import NS_HINTS, encode_stanza, resend_key
 from xmppcore.server import hooks
 from xmppcore.server.iq import IqHandler, IqRequest
-from xmppcore.server.module_api import IqScope, IqType, ModuleContext, Xep
+from xmppcore.server.module_api import IqScope, IqType, KeyedLock, ModuleContext, Xep
 from xmppcore.stanza.errors import Condition, StanzaError
 from xmppcore.stanza.model import MessageType
 from xmppcore.storage.api import (
@@ -138,12 +144,14 @@ class _Archiver:
     """Archives the messages of one host's accounts as they pass (both directions)."""
 
     def __init__(self, mod: ModuleContext, archive: ArchiveStore, ids: ArchiveIds,
-                 policy: ArchivePolicy, retention: Retention) -> None:
+                 policy: ArchivePolicy, retention: Retention, resends: ResendIndex) -> None:
         self._mod = mod
         self._archive = archive
         self._ids = ids
         self._policy = policy
         self._retention = retention
+        self._resends = resends
+        self._resending = KeyedLock()  # per account and resend key: look up, then append
         self._rerouting: dict[int, Element] = {}  # id() -> copy on its second pass
 
     async def on_sent(self, event: hooks.StanzaEvent) -> hooks.Handled | None:
@@ -152,7 +160,8 @@ class _Archiver:
             return None  # a message to oneself is archived once, when it arrives
         try:
             if await self._policy.should_archive(owner, event.to):
-                await self._append(owner, event.to, without_claimed_ids(stanza, owner) or stanza, "out")
+                await self._archive_once(owner, event.to, without_claimed_ids(stanza, owner) or stanza, "out",
+                                         resend_key(stanza, event.sender))
         except (StorageError, ValueError):
             # The message still goes: losing its archive copy beats refusing to send it.
             self._mod.log.exception("cannot archive a message sent by %s", owner)
@@ -167,7 +176,8 @@ class _Archiver:
         archive_id = None
         try:
             if archivable(stanza) and await self._policy.should_archive(owner, event.sender):
-                archive_id = await self._append(owner, event.sender, changed or stanza, "in")
+                archive_id = await self._archive_once(owner, event.sender, changed or stanza, "in",
+                                                      resend_key(stanza, event.sender))
         except (StorageError, ValueError):
             self._mod.log.exception("cannot archive a message to %s", owner)
         if changed is None and archive_id is None:
@@ -179,15 +189,37 @@ class _Archiver:
         await self._reroute(copy)
         return hooks.Handled.STOP
 
-    async def _append(self, owner: JID, partner: JID, stanza: Element, direction: str) -> str:
-        """Archive ``stanza`` for ``owner``; its client-facing archive id."""
+    async def _archive_once(self, owner: JID, partner: JID, stanza: Element, direction: str,
+                            key: str | None) -> str:
+        """Archive ``stanza`` for ``owner`` unless it is a resend (``key``: its resend key);
+        the client-facing id of its entry, new or the original's."""
+        if key is None:
+            storage_id = await self._append(owner, partner, stanza, direction, None)
+        else:
+            # Held from look-up to append: two copies of one message at once (an old stream that
+            # is not gone yet, and the resend on the new one) must not both miss the other.
+            async with self._resending.locked(f"{owner}\n{key}"):
+                original = await self._resends.original(owner.local, str(partner.bare), key)
+                cutoff = None if original is None else await self._retention.cutoff(owner.local)
+                if original is None or (cutoff is not None and original.when < cutoff):
+                    # New, or its original is past retention: no query shows that one any more.
+                    storage_id = await self._append(owner, partner, stanza, direction, key)
+                    self._resends.appended(owner.local, str(partner.bare), key, storage_id)
+                else:
+                    self._mod.log.debug("a resent message with %s is archived for %s already", partner.bare, owner)
+                    storage_id = original.id
+        return (await self._ids.codec()).encode(storage_id)
+
+    async def _append(self, owner: JID, partner: JID, stanza: Element, direction: str, key: str | None) -> str:
+        """Archive ``stanza`` for ``owner``; its storage id."""
         user = owner.local
         await self._retention.purge(user)
         value = encode_stanza(stanza)
         assert isinstance(value, dict)
-        entry: JSONValue = {**value, "with": str(partner), "dir": direction}
-        storage_id = await self._archive.append(user, entry, when=self._mod.now(), with_jid=str(partner.bare))
-        return (await self._ids.codec()).encode(storage_id)
+        entry: dict[str, JSONValue] = {**value, "with": str(partner), "dir": direction}
+        if key is not None:
+            entry[ORIGIN_FIELD] = key  # in the same row as the message: no crash parts them
+        return await self._archive.append(user, entry, when=self._mod.now(), with_jid=str(partner.bare))
 
     async def _reroute(self, copy: Element) -> None:
         self._rerouting[id(copy)] = copy  # kept alive, so its id() is not reused meanwhile
@@ -215,7 +247,8 @@ def setup(mod: ModuleContext) -> None:
         cast(KeyValueStore, mod.open_store("mam_retention", StoreKind.KEYVAL)),
         default=Policy(options.default_policy), server_retention_days=options.retention_days)
     retention = Retention(mod, archive, policy)
-    archiver = _Archiver(mod, archive, ids, policy, retention)
+    resends = ResendIndex(archive)
+    archiver = _Archiver(mod, archive, ids, policy, retention, resends)
     queries = ArchiveQueries(mod, archive, ids, retention, max_page=options.max_page)
 
     async def forget_account(event: hooks.AccountEvent) -> None:
@@ -223,6 +256,7 @@ def setup(mod: ModuleContext) -> None:
         await archive.delete(user)
         await policy.forget(user)
         retention.forget(user)
+        resends.forget(user)
 
     for feature in (NS_MAM, NS_MAM_EXTENDED, NS_SID, NS_RETENTION):
         mod.add_feature(feature, IqScope.ACCOUNT)
