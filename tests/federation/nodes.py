@@ -89,11 +89,19 @@ async def running_node(config: Any, *, cafile: Path | None = None) -> AsyncItera
         await server.stop()
 
 
-async def eventually(check: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
-    """Wait until ``check()`` holds, re-checking as the event loop runs (bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+async def until_links(nodes: list[Node], check: Callable[[], bool], timeout: float = WAIT) -> None:
+    """Wait until ``check()`` holds, re-checking each time one of ``nodes`` ends a server stream."""
+    ended = asyncio.Event()
+    for node in nodes:
+        federation = node.server.federation
+        original = federation.stream_ended
+
+        def stream_ended(stream: Any, original: Callable[[Any], None] = original) -> None:
+            original(stream)
+            ended.set()
+
+        federation.stream_ended = stream_ended  # type: ignore[method-assign]
+    async with asyncio.timeout(timeout):
+        while not check():
+            await ended.wait()
+            ended.clear()

@@ -15,7 +15,7 @@ import pytest
 
 from xmppcore.transport.resolver import ServerResolver
 
-from ..transport.test_resolver import StartDns, dns_server  # noqa: F401  (the fixture)
+from ..transport.test_resolver import StartDns
 from .nodes import Node, free_port, node_config, running_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .nodes import eventually, free_port, node_config, running_node
+from .nodes import free_port, node_config, running_node, until_links
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -106,7 +106,7 @@ async def test_idle_streams_close_and_reopen_when_needed(stack: AsyncExitStack, 
     alice.send_message("bob@two.test", "first")
     await bob.receive("first")
     assert one.links()
-    await eventually(lambda: not one.links() and not two.links(), what="idle streams to close")
+    await until_links([one, two], lambda: not one.links() and not two.links())  # the idle streams close
     alice.send_message("bob@two.test", "second")
     await bob.receive("second")
 

@@ -16,7 +16,7 @@ from slixmpp import JID as SlixJID
 from slixmpp.exceptions import IqError
 
 from ..testca import make_ca
-from .nodes import Node, eventually, free_port, node_config, running_node
+from .nodes import Node, free_port, node_config, running_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import deque
 from typing import TYPE_CHECKING
 
-from ..jid import JID, InvalidJID
+from ..jid import JID
 from ..protocol import events as ev
 from ..protocol.component import ComponentServer
 from ..stanza.errors import Condition, StreamCondition
 from ..transport.tcp import StreamTransport
 from ..xml.element import Element
+from .inbound import AddressedInbound
 
 if TYPE_CHECKING:
     from .app import Server
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["Components", "ComponentConnection"]
 
 log = logging.getLogger(__name__)
-
-_QUEUE_HIGH = 512  # received stanzas waiting for the router before we stop reading
-_QUEUE_LOW = 64
 
 
 class ComponentConnection:
@@ -50,9 +47,8 @@ class ComponentConnection:
             auth_timeout=cfg.auth_timeout,
         )
         self.domain = ""
-        self._inbound: deque[Element] = deque()
-        self._worker: asyncio.Task[None] | None = None
-        self._reading_paused = False
+        # The core checked 'from' is at the component's domain and both are JIDs.
+        self._inbound = AddressedInbound(components.server.router, transport, tag=self.tag)
         self._ended = False
         log.debug("[%s] component connection from %s", self.tag, transport.peer_address)
 
@@ -62,12 +58,7 @@ class ComponentConnection:
             self._components.connected(self)
             log.info("[%s] component %s connected from %s", self.tag, event.domain, self.transport.peer_address)
         elif isinstance(event, ev.StanzaReceived):
-            self._inbound.append(event.stanza)
-            if self._worker is None or self._worker.done():
-                self._worker = asyncio.ensure_future(self._route_inbound())
-            if len(self._inbound) >= _QUEUE_HIGH and not self._reading_paused:
-                self._reading_paused = True
-                self.transport.pause_reading()
+            self._inbound.put(event.stanza)
         elif isinstance(event, ev.StreamClosed):
             if event.condition is not None:
                 log.info("[%s] component stream closed with %s%s", self.tag, event.condition.value,
@@ -76,22 +67,6 @@ class ComponentConnection:
 
     def transport_closed(self) -> None:
         self._end()
-
-    async def _route_inbound(self) -> None:
-        router = self._components.server.router
-        while self._inbound:
-            stanza = self._inbound.popleft()
-            try:
-                # The core checked 'from' is at the component's domain and both are JIDs.
-                sender, to = JID.parse(stanza.attrs["from"]), JID.parse(stanza.attrs["to"])
-                await router.route(stanza, sender, to)
-            except (InvalidJID, KeyError):
-                log.warning("[%s] dropping a stanza without valid addresses", self.tag)
-            except Exception:
-                log.exception("[%s] routing <%s/> failed", self.tag, stanza.name)
-            if self._reading_paused and len(self._inbound) <= _QUEUE_LOW:
-                self._reading_paused = False
-                self.transport.resume_reading()
 
     def deliver(self, stanza: Element) -> None:
         if self.core.authenticated and not self.core.closed:

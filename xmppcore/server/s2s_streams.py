@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from ..jid import JID, InvalidJID
 from ..protocol import events as ev
 from ..protocol.s2s_in import S2SIncoming
 from ..protocol.s2s_out import S2SOutgoing
@@ -23,6 +21,7 @@ from ..stanza.errors import Condition, StreamCondition
 from ..transport.s2s_tls import peer_certificate
 from ..transport.tcp import StreamTransport
 from ..xml.element import Element
+from .inbound import AddressedInbound
 
 if TYPE_CHECKING:
     from .s2s import Federation
@@ -30,9 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["ServerStream", "InboundServerStream", "OutboundServerStream"]
 
 log = logging.getLogger(__name__)
-
-_QUEUE_HIGH = 512  # received stanzas waiting for the router before we stop reading
-_QUEUE_LOW = 64
 
 
 def _no_certificate(_domain: str) -> bool:
@@ -49,9 +45,8 @@ class ServerStream:
         self.transport = transport
         self.stream_tag = secrets.token_hex(4)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._inbound: deque[Element] = deque()
-        self._worker: asyncio.Task[None] | None = None
-        self._reading_paused = False
+        # The core checked both addresses against the authenticated domains.
+        self._inbound = AddressedInbound(federation.server.router, transport, tag=self.stream_tag)
         self.ended = False
         # (local, remote, method, bidi) per authenticated direction, for operators and tests.
         self.authenticated_as: list[tuple[str, str, str, bool]] = []
@@ -69,31 +64,6 @@ class ServerStream:
         if not certificate.verified:
             log.info("[%s] peer certificate not verified: %s", self.stream_tag, certificate.reason)
         return certificate.valid_for
-
-    # -- received stanzas -----------------------------------------------------------------------
-    def _enqueue(self, stanza: Element) -> None:
-        self._inbound.append(stanza)
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.ensure_future(self._route_inbound())
-        if len(self._inbound) >= _QUEUE_HIGH and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pause_reading()
-
-    async def _route_inbound(self) -> None:
-        router = self.federation.server.router
-        while self._inbound:
-            stanza = self._inbound.popleft()
-            try:
-                # The core checked both addresses against the authenticated domains.
-                sender, to = JID.parse(stanza.attrs["from"]), JID.parse(stanza.attrs["to"])
-                await router.route(stanza, sender, to)
-            except (InvalidJID, KeyError):
-                log.warning("[%s] dropping a stanza without valid addresses", self.stream_tag)
-            except Exception:
-                log.exception("[%s] routing <%s/> failed", self.stream_tag, stanza.name)
-            if self._reading_paused and len(self._inbound) <= _QUEUE_LOW:
-                self._reading_paused = False
-                self.transport.resume_reading()
 
     def send(self, stanza: Element) -> None:
         self.core.send_stanza(stanza)
@@ -141,7 +111,7 @@ class InboundServerStream(ServerStream):
 
     def handle_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.StanzaReceived):
-            self._enqueue(event.stanza)
+            self._inbound.put(event.stanza)
         elif isinstance(event, ev.TlsRequested):
             self.transport.pause_reading()
             self._spawn(self._start_tls())
@@ -222,7 +192,7 @@ class OutboundServerStream(ServerStream):
 
     def handle_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.StanzaReceived):
-            self._enqueue(event.stanza)  # XEP-0288: the peer's traffic on our connection
+            self._inbound.put(event.stanza)  # XEP-0288: the peer's traffic on our connection
         elif isinstance(event, ev.TlsProceed):
             self.transport.pause_reading()
             self._spawn(self._start_tls())
