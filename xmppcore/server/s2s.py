@@ -212,8 +212,9 @@ class Federation:
             stream = await self._open(route, target)
             if stream is None:
                 continue
-            for stream_id, key in route.verifications:
-                stream.outgoing.request_verification(stream_id=stream_id, key=key)
+            if not stream.core.closed:  # it may have been reset already
+                for stream_id, key in route.verifications:
+                    stream.outgoing.request_verification(stream_id=stream_id, key=key)
             route.verifications.clear()
             stream.transport.pump()
             # outbound_ready() flushed the queue the moment the stream was authenticated.
