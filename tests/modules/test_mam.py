@@ -325,6 +325,19 @@ async def test_preferences_decide_per_partner(h: ScenarioHarness) -> None:
     assert (await ask(h, bob, f"<prefs xmlns='{NS_MAM}'/>")) == applied
 
 
+async def test_changed_preferences_apply_to_the_next_message(h: ScenarioHarness) -> None:
+    # The preferences are cached per account (read for every message): a change must not wait.
+    alice, bob = await h.online("alice", "home"), await h.online("bob", "pc")
+    await h.send(alice, "<message to='bob@localhost' type='chat'><body>kept</body></message>")
+    h.clear()
+    await ask(h, bob, f"<prefs xmlns='{NS_MAM}' default='never'/>", "set")
+    await h.send(alice, "<message to='bob@localhost' type='chat'><body>not kept</body></message>")
+    h.clear()
+    await ask(h, bob, f"<prefs xmlns='{NS_MAM}' default='always'/>", "set")
+    await h.send(alice, "<message to='bob@localhost' type='chat'><body>kept again</body></message>")
+    assert len(await archived(h, "bob")) == 2
+
+
 async def test_roster_policy_archives_contacts_only(h: ScenarioHarness) -> None:
     alice, bob, carol = await h.online("alice", "home"), await h.online("bob", "pc"), await h.online("carol", "c")
     await ask(h, bob, "<query xmlns='jabber:iq:roster'><item jid='alice@localhost'/></query>", "set")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -56,6 +57,7 @@ __all__ = [
 
 NS_RETENTION = "urn:xmppcore:mam:retention:0"
 MAX_LISTED = 1000             # JIDs in <always/> and <never/> together
+PREFS_CACHED = 10000          # accounts whose preferences stay in memory
 MAX_RETENTION_DAYS = 36500    # a hundred years: beyond that "forever" (0) says it better
 PURGE_INTERVAL = 3600.0       # seconds between two purges of one account's expired messages
 _PURGE_BATCH = 500            # expired messages read and deleted at a time
@@ -162,10 +164,25 @@ class ArchivePolicy:
         self._retention = retention
         self._default = default
         self._server_days = server_retention_days
+        # Every archived message asks for both parties' preferences: keep the recently used
+        # ones (this process is the only writer; a change goes through on_prefs or forget).
+        self._cache: OrderedDict[str, Prefs] = OrderedDict()
 
     # -- reading -------------------------------------------------------------------------------
     async def prefs(self, user: str) -> Prefs:
-        return Prefs.from_json(await self._prefs.get(user), self._default)
+        cached = self._cache.get(user)
+        if cached is not None:
+            self._cache.move_to_end(user)
+            return cached
+        prefs = Prefs.from_json(await self._prefs.get(user), self._default)
+        self._remember(user, prefs)
+        return prefs
+
+    def _remember(self, user: str, prefs: Prefs) -> None:
+        self._cache[user] = prefs
+        self._cache.move_to_end(user)
+        while len(self._cache) > PREFS_CACHED:
+            self._cache.popitem(last=False)
 
     async def should_archive(self, owner: JID, partner: JID) -> bool:
         """Whether ``owner``'s archive keeps a message exchanged with ``partner``."""
@@ -196,7 +213,9 @@ class ArchivePolicy:
         user = request.to.local
         if request.type is IqType.SET:
             prefs = Prefs.parse(request.payload)
+            self._cache.pop(user, None)  # a failed write must not leave the new value cached
             await self._prefs.set(user, prefs.to_json())
+            self._remember(user, prefs)
             return prefs.element()  # §2.1: "replies with the applied preferences"
         return (await self.prefs(user)).element()
 
@@ -214,6 +233,7 @@ class ArchivePolicy:
 
     async def forget(self, user: str) -> None:
         """Drop ``user``'s settings (the account was deleted)."""
+        self._cache.pop(user, None)
         await self._prefs.set(user, None)
         await self._retention.set(user, None)
 
