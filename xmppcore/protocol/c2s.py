@@ -26,7 +26,7 @@ from .sasl import ScramCredentials
 from .sasl_server import Failure, NeedCredentials, Reply, SaslNegotiator, SaslStep, Success
 from .c2s_header import check_client_header, requested_domain, response_version
 from .c2s_register import NS_REGISTER, NS_REGISTER_FEATURE, HeldInput, PreAuthRegistration
-from .stream import XmlStream
+from .stream import XmlStream, checked_move, expect_state
 from .stream_management import NS_SM, SmPolicy, SmServerStream, SmSession, failed_element
 
 __all__ = ["C2SServer", "C2SState", "TRANSITIONS", "ALL_MECHANISMS", "NS_CSI", "NS_REGISTER", "NS_REGISTER_FEATURE"]
@@ -486,13 +486,10 @@ class C2SServer(XmlStream):
         self._send(reply)
 
     def _expect(self, state: C2SState) -> None:
-        if self.state is not state:
-            raise ProtocolUsageError(f"expected state {state.value}, in {self.state.value}")
+        expect_state(self.state, state)
 
     def _to(self, state: C2SState) -> None:
-        if state is not self.state and state not in TRANSITIONS[self.state]:
-            raise ProtocolUsageError(f"no transition {self.state.value} -> {state.value}")
-        self.state = state
+        self.state = checked_move(self.state, state, TRANSITIONS)
 
     def _finish(self, err: StreamError | None, *, by_peer: bool) -> None:
         super()._finish(err, by_peer=by_peer)

@@ -24,7 +24,7 @@ from ..xml.namespaces import NS_BIND, NS_CLIENT, NS_SASL, NS_SASL_CB, NS_STREAMS
 from ..xml.parser import StreamHeader
 from . import events as ev
 from .sasl import ScramClient, parse_mechanism, plain_client_message
-from .stream import XmlStream
+from .stream import XmlStream, checked_move, expect_state
 
 __all__ = ["C2SClient", "C2SClientState", "CLIENT_TRANSITIONS", "DEFAULT_MECHANISMS"]
 
@@ -382,13 +382,10 @@ class C2SClient(XmlStream):
                            f"<{element.name}/> is not expected in {self.state.value}")
 
     def _expect(self, state: C2SClientState) -> None:
-        if self.state is not state:
-            raise ProtocolUsageError(f"expected state {state.value}, in {self.state.value}")
+        expect_state(self.state, state)
 
     def _to(self, state: C2SClientState) -> None:
-        if state is not self.state and state not in CLIENT_TRANSITIONS[self.state]:
-            raise ProtocolUsageError(f"no transition {self.state.value} -> {state.value}")
-        self.state = state
+        self.state = checked_move(self.state, state, CLIENT_TRANSITIONS)
 
     def _finish(self, err: StreamError | None, *, by_peer: bool) -> None:
         super()._finish(err, by_peer=by_peer)

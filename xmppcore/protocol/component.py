@@ -33,7 +33,7 @@ from ..xml.namespaces import NS_CLIENT, NS_COMPONENT, NS_STREAMS
 from ..xml.parser import StreamHeader
 from . import events as ev
 from .s2s_header import as_domain
-from .stream import XmlStream
+from .stream import XmlStream, checked_move
 
 __all__ = ["TRANSITIONS", "ComponentServer", "ComponentState", "handshake_digest"]
 
@@ -243,9 +243,7 @@ class ComponentServer(XmlStream):
 
     # -- helpers ---------------------------------------------------------------------------------
     def _to(self, state: ComponentState) -> None:
-        if state is not self.state and state not in TRANSITIONS[self.state]:
-            raise ProtocolUsageError(f"no transition {self.state.value} -> {state.value}")
-        self.state = state
+        self.state = checked_move(self.state, state, TRANSITIONS)
 
     def _finish(self, err: StreamError | None, *, by_peer: bool) -> None:
         super()._finish(err, by_peer=by_peer)

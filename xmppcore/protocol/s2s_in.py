@@ -29,7 +29,7 @@ from . import events as ev
 from .s2s_header import (check_server_header, check_stanza_addresses, domain_of, external_authzid,
                          receiving_features, requested_local_domain, response_header_attrs)
 from .s2s_in_dialback import DialbackReceiver
-from .stream import XmlStream
+from .stream import XmlStream, checked_move, expect_state
 
 __all__ = ["TRANSITIONS", "S2SInState", "S2SIncoming"]
 
@@ -374,13 +374,10 @@ class S2SIncoming(XmlStream):
             super()._send(element)
 
     def _expect(self, state: S2SInState) -> None:
-        if self.state is not state:
-            raise ProtocolUsageError(f"expected state {state.value}, in {self.state.value}")
+        expect_state(self.state, state)
 
     def _to(self, state: S2SInState) -> None:
-        if state is not self.state and state not in TRANSITIONS[self.state]:
-            raise ProtocolUsageError(f"no transition {self.state.value} -> {state.value}")
-        self.state = state
+        self.state = checked_move(self.state, state, TRANSITIONS)
 
     def _finish(self, err: StreamError | None, *, by_peer: bool) -> None:
         super()._finish(err, by_peer=by_peer)

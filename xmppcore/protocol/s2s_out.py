@@ -22,7 +22,7 @@ from ..xml.serializer import serialize_dialback
 from . import events as ev
 from .dialback import dialback_error_condition, dialback_key, result_element, verify_element
 from .s2s_out_verify import MAX_PENDING_VERIFICATIONS, VerificationRequests, VerificationUpdate
-from .stream import XmlStream
+from .stream import XmlStream, checked_move, expect_state
 
 __all__ = ["S2SOutgoing", "S2SOutState", "OUT_TRANSITIONS", "MAX_PENDING_VERIFICATIONS"]
 
@@ -377,13 +377,10 @@ class S2SOutgoing(XmlStream):
                            f"<{element.name}/> is not expected in {self.state.value}")
 
     def _expect(self, state: S2SOutState) -> None:
-        if self.state is not state:
-            raise ProtocolUsageError(f"expected state {state.value}, in {self.state.value}")
+        expect_state(self.state, state)
 
     def _to(self, state: S2SOutState) -> None:
-        if state is not self.state and state not in OUT_TRANSITIONS[self.state]:
-            raise ProtocolUsageError(f"no transition {self.state.value} -> {state.value}")
-        self.state = state
+        self.state = checked_move(self.state, state, OUT_TRANSITIONS)
 
     def _finish(self, err: StreamError | None, *, by_peer: bool) -> None:
         if not self._closed:

@@ -7,14 +7,33 @@ event list and the rules for ending a stream with or without a stream error (§4
 
 from __future__ import annotations
 
-from ..stanza.errors import StreamCondition, StreamError
+import enum
+from collections.abc import Mapping
+from typing import TypeVar
+
+from ..stanza.errors import ProtocolUsageError, StreamCondition, StreamError
 from ..xml.element import Element
 from ..xml.namespaces import NS_STREAMS
 from ..xml.parser import ParseEvent, ParseFailure, StreamFooter, StreamHeader, StreamParser
 from ..xml.serializer import STREAM_FOOTER, serialize, stream_header
 from . import events as ev
 
-__all__ = ["XmlStream"]
+__all__ = ["XmlStream", "checked_move", "expect_state"]
+
+_S = TypeVar("_S", bound=enum.Enum)
+
+
+def checked_move(current: _S, new: _S, table: Mapping[_S, frozenset[_S]]) -> _S:
+    """``new`` if the role's transition table allows moving there from ``current`` (STYLE rule 2)."""
+    if new is not current and new not in table[current]:
+        raise ProtocolUsageError(f"no transition {current.value} -> {new.value}")
+    return new
+
+
+def expect_state(current: _S, wanted: _S) -> None:
+    """Refuse a runtime answer that does not fit where the stream stands."""
+    if current is not wanted:
+        raise ProtocolUsageError(f"expected state {wanted.value}, in {current.value}")
 
 
 class XmlStream:
