@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final, final
 
@@ -64,11 +64,23 @@ class JID:
 
     Build one with :meth:`parse` or :meth:`make`, which validate and normalise. The plain
     constructor trusts its arguments: use it only with parts taken from another JID.
+
+    Every routed stanza reads a few JIDs' text, bare form and hash, so each JID computes its
+    hash once and its text and bare form on first use (parses are cached, so a JID lives long).
     """
 
     local: str  # "" when absent
     domain: str
     resource: str  # "" when absent
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+    _text: str | None = field(init=False, repr=False, compare=False, default=None)
+    _bare: JID | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.local, self.domain, self.resource)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @classmethod
     def parse(cls, text: str) -> JID:
@@ -89,7 +101,11 @@ class JID:
         """This JID without its resource (RFC 6120 §1.4 "bare JID")."""
         if not self.resource:
             return self
-        return JID(self.local, self.domain, "")
+        bare = self._bare
+        if bare is None:
+            bare = JID(self.local, self.domain, "")
+            object.__setattr__(self, "_bare", bare)
+        return bare
 
     @property
     def is_bare(self) -> bool:
@@ -106,8 +122,13 @@ class JID:
         return JID(self.local, self.domain, _prepare_resourcepart(resource))
 
     def __str__(self) -> str:
-        text = f"{self.local}@{self.domain}" if self.local else self.domain
-        return f"{text}/{self.resource}" if self.resource else text
+        text: str | None = self._text
+        if text is None:
+            text = f"{self.local}@{self.domain}" if self.local else self.domain
+            if self.resource:
+                text = f"{text}/{self.resource}"
+            object.__setattr__(self, "_text", text)
+        return text
 
 
 @lru_cache(maxsize=_PARSE_CACHE_SIZE)

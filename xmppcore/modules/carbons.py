@@ -200,16 +200,33 @@ class _Carbons:
     def __init__(self, mod: ModuleContext) -> None:
         self._mod = mod
         self._enabled: set[Session] = set()
+        # Accounts with at least one enabled session: every message asks, and most say no.
+        self._accounts: dict[JID, int] = {}
         self._recent = _RecentlyCopied(_RECENT)
 
     # -- §4, §5: enabling and disabling -------------------------------------------------------------
     async def toggle(self, request: IqRequest) -> Element | None:
         session = self._own_session(request)
         if request.payload.name == "enable":
-            self._enabled.add(session)
+            self._enable(session)
         else:
-            self._enabled.discard(session)
+            self._disable(session)
         return None  # §10.1: repeating either is no error
+
+    def _enable(self, session: Session) -> None:
+        if session not in self._enabled and session.jid is not None:
+            self._enabled.add(session)
+            account = session.jid.bare
+            self._accounts[account] = self._accounts.get(account, 0) + 1
+
+    def _disable(self, session: Session) -> None:
+        if session in self._enabled:
+            self._enabled.discard(session)
+            assert session.jid is not None  # enabled only once bound; the JID stays
+            account = session.jid.bare
+            left = self._accounts.pop(account, 1) - 1
+            if left > 0:
+                self._accounts[account] = left
 
     def _own_session(self, request: IqRequest) -> Session:
         sender = request.sender
@@ -221,14 +238,15 @@ class _Carbons:
         raise StanzaError(Condition.NOT_ALLOWED, "carbons are set by each client for its own session")
 
     async def forget(self, event: hooks.SessionEvent) -> None:
-        self._enabled.discard(event.session)
+        self._disable(event.session)
 
     # -- §8: what a client sends ----------------------------------------------------------------------
     async def on_from_client(self, event: hooks.StanzaEvent) -> hooks.Handled | None:
         stanza, sender, to = event.stanza, event.sender, event.to
-        if stanza.name != "message" or to.bare == sender.bare:
-            return None  # messages within the account are copied where they are delivered
         account = sender.bare
+        if stanza.name != "message" or account not in self._accounts or to.bare == account:
+            # Nobody to copy to; messages within the account are copied where they are delivered.
+            return None
         answers = self._recent.answered_by(account, to, stanza)
         if is_eligible(stanza, Direction.SENT, to, answers_copied=answers):
             self._copy(_addressed(stanza, to), Direction.SENT, account, skip=(event.origin,), peer=to)
@@ -236,14 +254,20 @@ class _Carbons:
 
     # -- §7: what an account receives -----------------------------------------------------------------
     async def on_full(self, event: hooks.StanzaEvent) -> hooks.Handled | None:
+        if self._nothing_to_do(event):
+            return None
         targets = [s for s in self._mod.sessions_of(event.to.bare) if s.jid == event.to]
         return self._delivering(event, targets)
 
     async def on_bare(self, event: hooks.StanzaEvent) -> hooks.Handled | None:
         kind = MessageType.of(event.stanza)
-        if kind in (MessageType.ERROR, MessageType.GROUPCHAT):
-            return None  # the message module drops or refuses these: nobody receives them
+        if kind in (MessageType.ERROR, MessageType.GROUPCHAT) or self._nothing_to_do(event):
+            return None  # the message module drops or refuses errors and groupchat: nobody receives them
         return self._delivering(event, deliverable(self._mod.sessions_of(event.to.bare), kind))
+
+    def _nothing_to_do(self, event: hooks.StanzaEvent) -> bool:
+        """No session of the account enabled carbons and no <private/> to strip: the common case."""
+        return event.to.bare not in self._accounts and event.stanza.find("private", NS_CARBONS) is None
 
     def _delivering(self, event: hooks.StanzaEvent, targets: list[Session]) -> hooks.Handled | None:
         """Copy a message about to reach ``targets``; deliver it ourselves when it must change."""

@@ -278,7 +278,7 @@ class ClientConnection:
                 # XEP-0198 §4: delivered or stored, so now it counts as handled (an error reply to
                 # the client went out before this, like any other answer).
                 self.core.stanza_handled()
-            self._transport.pump()
+            self._transport.pump_soon()  # answers and acks leave with whatever else this iteration queued
             if self._reading_paused and self._queue.qsize() <= _QUEUE_LOW:
                 self._reading_paused = False
                 self._transport.resume_reading()
@@ -304,7 +304,9 @@ class ClientConnection:
             session = self.session
             for admitted in session.filtered(stanza) if session is not None else (stanza,):
                 self.core.send_stanza(admitted)
-            self._transport.pump()
+            # One write per loop iteration, not per stanza: a burst to this client costs one
+            # system call (docs/performance.md).
+            self._transport.pump_soon()
 
     def close(self, condition: StreamCondition | None = None, text: str | None = None) -> None:
         self.core.close(condition, text)

@@ -144,29 +144,41 @@ class EventBus:
     """Handlers per hook, ordered by priority (higher first), then registration order."""
 
     def __init__(self) -> None:
-        self._handlers: dict[str, list[_Entry]] = {}
+        self._entries: dict[str, list[_Entry]] = {}
+        # What fire() walks: rebuilt on every change, so firing copies nothing (hot path).
+        self._handlers: dict[str, tuple[Callable[[object], Awaitable[Handled | None]], ...]] = {}
         self._order = itertools.count()
 
     def add(self, hook: Hook[E], handler: Handler[E], priority: int = 0) -> Callable[[], None]:
         """Register ``handler`` on ``hook``; returns the function that removes it."""
         entry = _Entry((-priority, next(self._order)), handler)  # type: ignore[arg-type]
-        entries = self._handlers.setdefault(hook.name, [])
+        entries = self._entries.setdefault(hook.name, [])
         bisect.insort(entries, entry)
+        self._rebuild(hook.name)
 
         def remove() -> None:
             if entry in entries:
                 entries.remove(entry)
+                self._rebuild(hook.name)
 
         return remove
 
+    def _rebuild(self, name: str) -> None:
+        handlers = tuple(entry.handler for entry in self._entries.get(name, ()))
+        if handlers:
+            self._handlers[name] = handlers
+        else:
+            self._handlers.pop(name, None)
+
     def has_handlers(self, hook: Hook[E]) -> bool:
-        return bool(self._handlers.get(hook.name))
+        return hook.name in self._handlers
 
     async def fire(self, hook: Hook[E], event: E) -> bool:
         """Run the handlers; True when one of them returned ``Handled.STOP``."""
-        for entry in tuple(self._handlers.get(hook.name, ())):
+        # A handler added or removed while this runs takes effect from the next event.
+        for handler in self._handlers.get(hook.name, ()):
             try:
-                outcome = await entry.handler(event)
+                outcome = await handler(event)
             except Exception as exc:
                 # One broken module must not take the stanza path down with it.
                 log.exception("handler for %s failed", hook.name)

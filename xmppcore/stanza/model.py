@@ -38,10 +38,8 @@ class MessageType(enum.Enum):
 
     @classmethod
     def of(cls, stanza: Element) -> MessageType:
-        try:
-            return cls(stanza.get("type", "normal"))
-        except ValueError:
-            return cls.NORMAL
+        # A dict lookup: Enum's own lookup by value costs a few microseconds per message.
+        return _MESSAGE_TYPES.get(stanza.attrs.get("type", "normal"), cls.NORMAL)
 
 
 class PresenceType(enum.Enum):
@@ -64,10 +62,11 @@ class PresenceType(enum.Enum):
             return cls.AVAILABLE
         if value == "available":  # not a legal value on the wire
             return None
-        try:
-            return cls(value)
-        except ValueError:
-            return None
+        return _PRESENCE_TYPES.get(value)
+
+
+_MESSAGE_TYPES: dict[str, MessageType] = {kind.value: kind for kind in MessageType}
+_PRESENCE_TYPES: dict[str, PresenceType] = {kind.value: kind for kind in PresenceType}
 
 
 def _swap_addresses(stanza: Element, reply: Element) -> None:

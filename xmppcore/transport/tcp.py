@@ -60,6 +60,7 @@ class StreamTransport(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._pumping = False
+        self._flush_scheduled = False
         self._closing = False
         # Plaintext the TLS layer decrypted before the core heard that TLS is up: with TLS 1.3
         # a client sends its Finished and the restarted stream header in one flight.
@@ -131,6 +132,20 @@ class StreamTransport(asyncio.Protocol):
                 self._arm_timer(core.get_timer())
         finally:
             self._pumping = False
+
+    def pump_soon(self) -> None:
+        """Pump once the callbacks ready in this loop iteration have run.
+
+        Stanzas queued for this connection meanwhile leave in one ``write`` (one system call)
+        instead of one each; the delay is the rest of the current iteration, no timer.
+        """
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_pump)
+
+    def _scheduled_pump(self) -> None:
+        self._flush_scheduled = False
+        self.pump()
 
     def _check_write_buffer(self) -> None:
         if self._transport is not None and self._transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
