@@ -191,7 +191,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command != "serve" and not getattr(args, "log_level", None):
             level = "warning"  # account commands print their own one-line outcome
         logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("aiosqlite").setLevel(logging.WARNING)  # one line per SQL statement otherwise
         if args.command == "check-config":
             validate_modules(config.modules.enabled, config.modules.options, source=config.source)
             print(f"{config.source}: OK ({', '.join(config.domains)})")

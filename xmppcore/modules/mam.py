@@ -41,6 +41,8 @@ deletes its archive, preferences and retention setting.
 
 from __future__ import annotations
 
+import asyncio
+
 from dataclasses import dataclass
 from typing import cast
 
@@ -158,14 +160,22 @@ class _Archiver:
         stanza, owner = event.stanza, event.sender.bare
         if not archivable(stanza) or event.to.bare == owner:
             return None  # a message to oneself is archived once, when it arrives
+        work = self._archive_sent(owner, event.to, stanza, resend_key(stanza, event.sender))
+        if event.pending is None:
+            await work
+        else:
+            # The sender's copy is written while the message is routed (the recipient's copy
+            # then shares its commit), and is committed before the message counts as handled.
+            event.pending.append(asyncio.ensure_future(work))
+        return None
+
+    async def _archive_sent(self, owner: JID, to: JID, stanza: Element, key: str | None) -> None:
         try:
-            if await self._policy.should_archive(owner, event.to):
-                await self._archive_once(owner, event.to, without_claimed_ids(stanza, owner) or stanza, "out",
-                                         resend_key(stanza, event.sender))
+            if await self._policy.should_archive(owner, to):
+                await self._archive_once(owner, to, without_claimed_ids(stanza, owner) or stanza, "out", key)
         except (StorageError, ValueError):
             # The message still goes: losing its archive copy beats refusing to send it.
             self._mod.log.exception("cannot archive a message sent by %s", owner)
-        return None
 
     async def on_received(self, event: hooks.StanzaEvent) -> hooks.Handled | None:
         stanza = event.stanza

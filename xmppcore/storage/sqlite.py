@@ -1,8 +1,9 @@
-"""SQLite storage driver (aiosqlite): the embedded default, everything in one database file.
+"""SQLite storage driver: the embedded default, everything in one database file.
 
 Prosody-style generic tables, one per store shape, so a new XEP never needs a migration.
-One connection per driver: aiosqlite runs it on its own thread, and one task of ours
-(:class:`~xmppcore.storage.sqlite_commit.Statements`) feeds it every statement.  A write is committed when the awaited call
+One connection per driver, on a thread of its own (``sqlite_thread.py``), and one task of ours
+(:class:`~xmppcore.storage.sqlite_commit.Statements`) feeds it every statement, a round of them
+per trip to that thread.  A write is committed when the awaited call
 returns; with the WAL journal and synchronous=FULL the commit is also fsync'ed, which is what
 lets a stanza acknowledgement promise durability (docs/decisions/0002-storage.md).
 
@@ -12,7 +13,6 @@ writers share one transaction and one fsync, each answered only once it is commi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -20,8 +20,6 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
-
-import aiosqlite
 
 from .api import (
     ArchiveItem,
@@ -38,6 +36,7 @@ from .api import (
 )
 from .sqlite_commit import Row as _Row
 from .sqlite_commit import Statements as _Statements
+from .sqlite_thread import SqliteThread
 
 __all__ = ["SCHEMA_VERSION", "SqliteDriver"]
 
@@ -81,7 +80,7 @@ class SqliteDriver:
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._conn: aiosqlite.Connection | None = None
+        self._conn: SqliteThread | None = None
         self._statements: _Statements | None = None
 
     async def open(self) -> None:
@@ -89,8 +88,8 @@ class SqliteDriver:
             return
         conn = await self._connect()
         try:
-            await _configure(conn)
-            version = await _migrate(conn)
+            await conn.call(_configure)
+            version = await conn.call(_migrate)
         except BaseException:
             await _close_quietly(conn)
             raise
@@ -119,16 +118,15 @@ class SqliteDriver:
     def archive(self, host: str, store: str) -> ArchiveStore:
         return _SqliteArchiveStore(self, host, store)
 
-    async def _connect(self) -> aiosqlite.Connection:
+    async def _connect(self) -> SqliteThread:
+        conn = SqliteThread()
         try:
             if self._path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(self._path)), exist_ok=True)
-                # Probe first: when aiosqlite's own connect fails it leaves its worker thread
-                # to report to the event loop later, which may be closed by then.
-                await asyncio.to_thread(_probe, self._path)
-            # isolation_level=None: autocommit, one transaction per statement.
-            return await aiosqlite.connect(self._path, isolation_level=None)
+            await conn.open(self._path, busy_timeout=_BUSY_TIMEOUT_MS / 1000)
+            return conn
         except (sqlite3.Error, OSError) as exc:
+            await conn.close()
             raise StorageError(f"sqlite: cannot open {self._path!r}: {exc}") from exc
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[_Row]:
@@ -146,58 +144,54 @@ class SqliteDriver:
         return await statements.run(sql, params, write=write)
 
 
-def _probe(path: str) -> None:
-    sqlite3.connect(path).close()
-
-
-async def _configure(conn: aiosqlite.Connection) -> None:
+# -- on the connection's thread (SqliteThread.call) -----------------------------------------------
+def _configure(conn: sqlite3.Connection) -> None:
     try:
         # WAL persists in the file; synchronous and busy_timeout are per connection.
-        await conn.execute_fetchall(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS:d}")
-        await _switch_to_wal(conn)
-        await conn.execute_fetchall("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS:d}")
+        _switch_to_wal(conn)
+        conn.execute("PRAGMA synchronous=FULL")
     except sqlite3.Error as exc:
         raise StorageError(f"sqlite: cannot configure the database: {exc}") from exc
 
 
-async def _switch_to_wal(conn: aiosqlite.Connection) -> None:
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
     """Put the file in WAL mode (a no-op once it is).
 
     Two connections switching a new file at the same moment would each wait for the other's
     lock, so SQLite answers SQLITE_BUSY at once instead of calling the busy handler; back off
-    briefly and retry, within a bound.
+    briefly and retry, within a bound (this runs on the connection's thread, not the loop).
     """
     for attempt in range(1, _WAL_SWITCH_ATTEMPTS + 1):
         try:
-            await conn.execute_fetchall("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
             return
         except sqlite3.OperationalError as exc:
             busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
             if not busy or attempt == _WAL_SWITCH_ATTEMPTS:
                 raise
-            await asyncio.sleep(_WAL_SWITCH_BACKOFF * attempt)
+            time.sleep(_WAL_SWITCH_BACKOFF * attempt)
 
 
-async def _migrate(conn: aiosqlite.Connection) -> int:
+def _migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema to SCHEMA_VERSION in one transaction; return the version."""
     try:
         # IMMEDIATE takes the write lock first, so two processes cannot migrate at once.
-        await conn.execute_fetchall("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            version = await _apply_migrations(conn)
+            version = _apply_migrations(conn)
         except BaseException:
-            await conn.execute_fetchall("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
-        await conn.execute_fetchall("COMMIT")
+        conn.execute("COMMIT")
     except sqlite3.Error as exc:
         raise StorageError(f"sqlite: schema migration failed: {exc}") from exc
     return version
 
 
-async def _apply_migrations(conn: aiosqlite.Connection) -> int:
-    await conn.execute_fetchall(_CREATE_SCHEMA_VERSION)
-    rows = list(await conn.execute_fetchall("SELECT MAX(version) FROM schema_version"))
-    current: int = rows[0][0] or 0
+def _apply_migrations(conn: sqlite3.Connection) -> int:
+    conn.execute(_CREATE_SCHEMA_VERSION)
+    current: int = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
     if current > SCHEMA_VERSION:
         raise StorageError(
             f"sqlite: database schema version {current} is newer than this xmppcore "
@@ -206,15 +200,15 @@ async def _apply_migrations(conn: aiosqlite.Connection) -> int:
     for version in range(current + 1, SCHEMA_VERSION + 1):
         _log.info("sqlite storage: applying schema migration %d", version)
         for statement in _MIGRATIONS[version - 1]:
-            await conn.execute_fetchall(statement)
-        await conn.execute_fetchall(
+            conn.execute(statement)
+        conn.execute(
             "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
             (version, time.time()),
         )
     return SCHEMA_VERSION
 
 
-async def _close_quietly(conn: aiosqlite.Connection) -> None:
+async def _close_quietly(conn: SqliteThread) -> None:
     try:
         await conn.close()
     except (sqlite3.Error, ValueError):

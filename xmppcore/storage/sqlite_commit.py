@@ -7,6 +7,9 @@ concurrent writers share one fsync instead of waiting for one each.  Each caller
 only once its transaction is committed; when it fails, every write of the batch fails with
 StorageError, and only those.  A statement that fails on its own (SQLite undoes just that
 statement) fails just its caller.
+
+A whole round runs in one trip to the connection's thread (``sqlite_thread.py``): the event
+loop pays for one hand-over per round, not one per statement (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -15,17 +18,17 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
-
-import aiosqlite
+from typing import Any, Union
 
 from .api import StorageError
+from .sqlite_thread import SqliteThread
 
 __all__ = ["Row", "Statements", "MAX_BATCH"]
 
 _log = logging.getLogger("xmppcore.storage.sqlite")
 
 MAX_BATCH = 512  # writes committed in one transaction at most
+_STRAGGLER_ITERATIONS = 4  # loop iterations a round waits for statements still arriving
 
 Row = tuple[Any, ...]
 
@@ -58,15 +61,20 @@ def _storage_error(exc: BaseException) -> StorageError:
     return error
 
 
-# What a statement may raise: sqlite3 errors, and ValueError for aiosqlite's "Connection closed".
+# What a statement may raise: sqlite3 errors, and ValueError once the connection is closed.
 _SQL_ERRORS = (sqlite3.Error, ValueError)
+
+
+# What each statement of a round came to: its rows, or what SQLite (or the closed connection) raised.
+Outcome = Union[list[Row], BaseException]
+_Sql = tuple[str, Sequence[Any]]
 
 
 class Statements:
     """Runs the driver's statements on its connection from one task, in rounds: the reads that
     arrived, then the writes, grouped into transactions of up to ``MAX_BATCH`` (group commit)."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: SqliteThread) -> None:
         self._conn = conn
         self._queued: list[_Statement] = []
         self._wakeup = asyncio.Event()
@@ -92,59 +100,91 @@ class Statements:
         try:
             while not (self._closing and not self._queued):
                 await self._wakeup.wait()
+                await self._gather_stragglers()
                 self._wakeup.clear()
                 queued, self._queued = self._queued, []
-                for statement in queued:
-                    if not statement.write:
-                        await self._execute(statement)
-                writes = [statement for statement in queued if statement.write]
-                for start in range(0, len(writes), MAX_BATCH):
-                    await self._commit(writes[start:start + MAX_BATCH])
+                if queued:
+                    await self._round(queued)
         finally:
             failure = StorageError("sqlite storage driver closed")
             for statement in self._queued:
                 statement.failed(failure)
 
-    async def _execute(self, statement: _Statement) -> None:
+    async def _gather_stragglers(self) -> None:
+        """Let the callers the last round woke queue their next statements before this round starts.
+
+        A connection routes its stanzas one after another: when a commit answers it, its next
+        message reaches the archive a loop iteration or two later.  Starting the next round at once
+        would leave that message for the round after, so each connection would get one message into
+        every other round.  A few iterations (no timer) while statements keep arriving fix that.
+        """
+        for _ in range(_STRAGGLER_ITERATIONS):
+            before = len(self._queued)
+            await asyncio.sleep(0)
+            if len(self._queued) == before:
+                return
+
+    async def _round(self, queued: list[_Statement]) -> None:
+        reads = [statement for statement in queued if not statement.write]
+        writes = [statement for statement in queued if statement.write]
+        batches = [writes[start:start + MAX_BATCH] for start in range(0, len(writes), MAX_BATCH)]
+        work = ([(s.sql, s.params) for s in reads], [[(s.sql, s.params) for s in batch] for batch in batches])
         try:
-            statement.done(await _fetch(self._conn, statement))
-        except _SQL_ERRORS as exc:
-            statement.failed(exc)
-
-    async def _commit(self, batch: list[_Statement]) -> None:
-        """One transaction for ``batch``; every caller hears only once it is committed."""
-        if len(batch) == 1:
-            await self._execute(batch[0])  # autocommit: a transaction of its own
-            return
-        conn = self._conn
-        succeeded: list[tuple[_Statement, list[Row]]] = []
-        try:
-            # IMMEDIATE: take the write lock now (waiting busy_timeout for another process).
-            await conn.execute_fetchall("BEGIN IMMEDIATE")
-            for statement in batch:
-                try:
-                    succeeded.append((statement, await _fetch(conn, statement)))
-                except _SQL_ERRORS as exc:
-                    if not conn.in_transaction:
-                        raise  # SQLite rolled the whole transaction back (I/O error, disk full)
-                    statement.failed(exc)  # only this statement was undone
-            await conn.execute_fetchall("COMMIT")
-        except _SQL_ERRORS as exc:
-            await _roll_back_quietly(conn)
-            for statement in batch:
-                statement.failed(exc)
-            return
-        for statement, rows in succeeded:
-            statement.done(rows)
+            outcomes = await self._conn.call(lambda conn: _run_round(conn, *work))
+        except _SQL_ERRORS as exc:  # the connection is gone
+            outcomes = [exc] * len(queued)
+        for statement, outcome in zip([*reads, *writes], outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                statement.failed(outcome)
+            else:
+                statement.done(outcome)
 
 
-async def _fetch(conn: aiosqlite.Connection, statement: _Statement) -> list[Row]:
-    return [tuple(row) for row in await conn.execute_fetchall(statement.sql, statement.params)]
+# -- on the connection's thread ------------------------------------------------------------------
+def _run_round(conn: sqlite3.Connection, reads: list[_Sql], batches: list[list[_Sql]]) -> list[Outcome]:
+    """The reads, then each batch of writes in a transaction; one outcome per statement, in order."""
+    outcomes: list[Outcome] = [_execute(conn, statement) for statement in reads]
+    for batch in batches:
+        outcomes += _commit(conn, batch)
+    return outcomes
 
 
-async def _roll_back_quietly(conn: aiosqlite.Connection) -> None:
+def _execute(conn: sqlite3.Connection, statement: _Sql) -> Outcome:
+    try:
+        return _fetch(conn, statement)
+    except _SQL_ERRORS as exc:
+        return exc
+
+
+def _commit(conn: sqlite3.Connection, batch: list[_Sql]) -> list[Outcome]:
+    """One transaction for ``batch``; a statement's rows count only once it is committed."""
+    if len(batch) == 1:
+        return [_execute(conn, batch[0])]  # autocommit: a transaction of its own
+    outcomes: list[Outcome] = []
+    try:
+        # IMMEDIATE: take the write lock now (waiting busy_timeout for another process).
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in batch:
+            try:
+                outcomes.append(_fetch(conn, statement))
+            except _SQL_ERRORS as exc:
+                if not conn.in_transaction:
+                    raise  # SQLite rolled the whole transaction back (I/O error, disk full)
+                outcomes.append(exc)  # only this statement was undone
+        conn.execute("COMMIT")
+    except _SQL_ERRORS as exc:
+        _roll_back_quietly(conn)
+        return [exc] * len(batch)
+    return outcomes
+
+
+def _fetch(conn: sqlite3.Connection, statement: _Sql) -> list[Row]:
+    return [tuple(row) for row in conn.execute(*statement).fetchall()]
+
+
+def _roll_back_quietly(conn: sqlite3.Connection) -> None:
     try:
         if conn.in_transaction:
-            await conn.execute_fetchall("ROLLBACK")
+            conn.execute("ROLLBACK")
     except _SQL_ERRORS:
         _log.debug("sqlite: rolling back a failed batch also failed", exc_info=True)
