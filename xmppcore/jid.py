@@ -79,6 +79,14 @@ class JID:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hash", hash((self.local, self.domain, self.resource)))
 
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True  # parses are cached: the same address is mostly the same object
+        if not isinstance(other, JID):
+            return NotImplemented
+        return (self._hash == other._hash and self.local == other.local and self.domain == other.domain
+                and self.resource == other.resource)
+
     def __hash__(self) -> int:
         return self._hash
 

@@ -105,3 +105,35 @@ async def test_a_crashing_handler_does_not_stop_the_chain(caplog: pytest.LogCapt
     assert seen == ["broken", "after"]
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "test/ping" in errors[0].getMessage()
+
+
+async def test_a_handler_for_some_stanzas_is_called_for_those_only_and_in_priority_order() -> None:
+    from xmppcore.jid import JID
+    from xmppcore.server.hooks import StanzaEvent
+    from xmppcore.xml.element import Element
+
+    stanzas: Hook[StanzaEvent] = Hook("test/stanzas")
+    bus = EventBus()
+    seen: list[str] = []
+
+    def named(name: str) -> Callable[[StanzaEvent], Awaitable[Handled | None]]:
+        async def handler(event: StanzaEvent) -> Handled | None:
+            seen.append(f"{name}:{event.stanza.name}")
+            return None
+        return handler
+
+    bus.add(stanzas, named("any-low"), priority=-1)
+    bus.add(stanzas, named("presence"), stanzas=("presence",))
+    bus.add(stanzas, named("message-high"), priority=5, stanzas=["message"])
+    remove_any = bus.add(stanzas, named("any"))
+    jid = JID.parse("a@localhost")
+    for name in ("message", "presence", "iq"):
+        await bus.fire(stanzas, StanzaEvent(Element(name), jid, jid))
+    assert seen == ["message-high:message", "any:message", "any-low:message",
+                    "presence:presence", "any:presence", "any-low:presence",
+                    "any:iq", "any-low:iq"]
+    remove_any()
+    seen.clear()
+    await bus.fire(stanzas, StanzaEvent(Element("presence"), jid, jid))
+    assert seen == ["presence:presence", "any-low:presence"]
+    assert bus.has_handlers(stanzas)

@@ -172,13 +172,11 @@ class Blocklists:
         Every stanza to an account asks this two or three times, and almost every list is cached
         and empty; answering here spares the hot path a coroutine per question.
         """
-        if is_own(user, other):
-            return False
         items = self._cache.get(user.local)
         if items is None:
             return None
         self._cache.move_to_end(user.local)
-        return bool(items) and any(matches(item, other) for item in items)
+        return bool(items) and not is_own(user, other) and any(matches(item, other) for item in items)
 
     async def add(self, username: str, jids: list[JID], *, now: float, limit: int) -> None:
         """Block ``jids``; ``policy-violation`` (nothing stored) when the list would exceed ``limit``."""

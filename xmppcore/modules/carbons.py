@@ -310,6 +310,6 @@ def setup(mod: ModuleContext) -> None:
     for name in ("enable", "disable"):
         mod.iq_handler(NS_CARBONS, name, carbons.toggle, types=(IqType.SET,), scope=IqScope.ACCOUNT)
     mod.hook(hooks.SESSION_CLOSED, carbons.forget)
-    mod.hook(hooks.FILTER_FROM_CLIENT, carbons.on_from_client, priority=_FILTER_PRIORITY)
+    mod.hook(hooks.FILTER_FROM_CLIENT, carbons.on_from_client, priority=_FILTER_PRIORITY, stanzas=("message",))
     mod.hook(hooks.MESSAGE_FULL, carbons.on_full, priority=_FULL_PRIORITY)
     mod.hook(hooks.MESSAGE_BARE, carbons.on_bare, priority=_BARE_PRIORITY)

@@ -276,7 +276,7 @@ def setup(mod: ModuleContext) -> None:
     mod.iq_handler(NS_MAM, "prefs", _own_archive_only(policy.on_prefs), types=both, scope=IqScope.ACCOUNT)
     mod.iq_handler(NS_RETENTION, "retention", _own_archive_only(policy.on_retention), types=both,
                    scope=IqScope.ACCOUNT)
-    mod.hook(hooks.FILTER_FROM_CLIENT, archiver.on_sent, priority=_SENT_PRIORITY)
+    mod.hook(hooks.FILTER_FROM_CLIENT, archiver.on_sent, priority=_SENT_PRIORITY, stanzas=("message",))
     mod.hook(hooks.MESSAGE_BARE, archiver.on_received, priority=STAMP_PRIORITY)
     mod.hook(hooks.MESSAGE_FULL, archiver.on_received, priority=STAMP_PRIORITY)
     mod.hook(hooks.ACCOUNT_DELETED, forget_account)

@@ -248,6 +248,6 @@ def setup(mod: ModuleContext) -> None:
     registration = Registration(mod, mod.options or Options())
     mod.add_feature(NS_REGISTER)  # XEP-0077 §11 (determining support)
     mod.hook(hooks.REGISTRATION_REQUESTED, registration.on_registration_requested)
-    mod.hook(hooks.FILTER_FROM_CLIENT, registration.on_from_client, priority=_FIRST)
+    mod.hook(hooks.FILTER_FROM_CLIENT, registration.on_from_client, priority=_FIRST, stanzas=("iq",))
     mod.iq_handler(NS_REGISTER, "query", registration.on_get, types=(IqType.GET,), scope=IqScope.HOST)
     mod.iq_handler(NS_REGISTER, "query", registration.on_get, types=(IqType.GET,), scope=IqScope.ACCOUNT)

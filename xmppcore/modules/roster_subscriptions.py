@@ -152,7 +152,7 @@ class Subscriptions:
 def register_subscriptions(mod: ModuleContext, roster: Roster) -> None:
     subscriptions = Subscriptions(mod, roster)
     roster.on_remove = subscriptions.on_removed
-    mod.hook(hooks.FILTER_FROM_CLIENT, subscriptions.on_from_client)
+    mod.hook(hooks.FILTER_FROM_CLIENT, subscriptions.on_from_client, stanzas=("presence",))
     # Above the presence module, which would deliver these like any other presence.
     mod.hook(hooks.PRESENCE_BARE, subscriptions.on_to_account, priority=10)
     mod.hook(hooks.PRESENCE_FULL, subscriptions.on_to_account, priority=10)

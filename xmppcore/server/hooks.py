@@ -11,9 +11,9 @@ import bisect
 import enum
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from ..jid import JID
 from ..xml.element import Element
@@ -142,6 +142,10 @@ REGISTRATION_REQUESTED: Hook[RegistrationEvent] = Hook("account/registration-req
 class _Entry:
     sort_key: tuple[int, int]
     handler: Callable[[object], Awaitable[Handled | None]] = field(compare=False)
+    stanzas: frozenset[str] | None = field(compare=False, default=None)
+
+
+_Handlers = tuple[Callable[[object], Awaitable["Handled | None"]], ...]
 
 
 class EventBus:
@@ -149,13 +153,22 @@ class EventBus:
 
     def __init__(self) -> None:
         self._entries: dict[str, list[_Entry]] = {}
-        # What fire() walks: rebuilt on every change, so firing copies nothing (hot path).
-        self._handlers: dict[str, tuple[Callable[[object], Awaitable[Handled | None]], ...]] = {}
+        # What fire() walks, rebuilt on every change so that firing copies nothing (hot path): the
+        # handlers for any event, and for hooks some of whose handlers take only some stanzas,
+        # the handlers per stanza name.
+        self._handlers: dict[str, _Handlers] = {}
+        self._by_stanza: dict[str, dict[str, _Handlers]] = {}
         self._order = itertools.count()
 
-    def add(self, hook: Hook[E], handler: Handler[E], priority: int = 0) -> Callable[[], None]:
-        """Register ``handler`` on ``hook``; returns the function that removes it."""
-        entry = _Entry((-priority, next(self._order)), handler)  # type: ignore[arg-type]
+    def add(self, hook: Hook[E], handler: Handler[E], priority: int = 0, *,
+            stanzas: Iterable[str] | None = None) -> Callable[[], None]:
+        """Register ``handler`` on ``hook``; returns the function that removes it.
+
+        ``stanzas``: for a hook carrying a :class:`StanzaEvent`, the stanza names (``message``,
+        ``presence``, ``iq``) the handler is for; it is not even called for others.
+        """
+        entry = _Entry((-priority, next(self._order)), handler,  # type: ignore[arg-type]
+                       None if stanzas is None else frozenset(stanzas))
         entries = self._entries.setdefault(hook.name, [])
         bisect.insort(entries, entry)
         self._rebuild(hook.name)
@@ -168,19 +181,28 @@ class EventBus:
         return remove
 
     def _rebuild(self, name: str) -> None:
-        handlers = tuple(entry.handler for entry in self._entries.get(name, ()))
-        if handlers:
-            self._handlers[name] = handlers
-        else:
-            self._handlers.pop(name, None)
+        entries = self._entries.get(name, [])
+        self._handlers[name] = tuple(entry.handler for entry in entries if entry.stanzas is None)
+        names = {stanza for entry in entries if entry.stanzas is not None for stanza in entry.stanzas}
+        self._by_stanza[name] = {
+            stanza: tuple(e.handler for e in entries if e.stanzas is None or stanza in e.stanzas) for stanza in names
+        }
+        if not self._handlers[name]:
+            del self._handlers[name]
+        if not names:
+            del self._by_stanza[name]
 
     def has_handlers(self, hook: Hook[E]) -> bool:
-        return hook.name in self._handlers
+        return hook.name in self._handlers or hook.name in self._by_stanza
 
     async def fire(self, hook: Hook[E], event: E) -> bool:
         """Run the handlers; True when one of them returned ``Handled.STOP``."""
         # A handler added or removed while this runs takes effect from the next event.
-        for handler in self._handlers.get(hook.name, ()):
+        handlers = self._handlers.get(hook.name, ())
+        by_stanza = self._by_stanza.get(hook.name)
+        if by_stanza is not None:
+            handlers = by_stanza.get(cast(StanzaEvent, event).stanza.name, handlers)
+        for handler in handlers:
             try:
                 outcome = await handler(event)
             except Exception as exc:

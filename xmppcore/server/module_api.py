@@ -78,9 +78,11 @@ class ModuleContext:
         """Answer IQs whose payload is ``<name xmlns=ns>`` sent to ``scope``."""
         self._undo.append(self._host.iq.register(scope, ns, name, types, handler))
 
-    def hook(self, hook: Hook[E], handler: Handler[E], priority: int = 0) -> None:
-        """Run ``handler`` on ``hook``; higher priorities run first."""
-        self._undo.append(self._host.bus.add(hook, handler, priority))
+    def hook(self, hook: Hook[E], handler: Handler[E], priority: int = 0, *,
+             stanzas: Iterable[str] | None = None) -> None:
+        """Run ``handler`` on ``hook``; higher priorities run first.  ``stanzas``: only for these
+        stanza names (a hook carrying a StanzaEvent), which spares the others a call."""
+        self._undo.append(self._host.bus.add(hook, handler, priority, stanzas=stanzas))
 
     def add_feature(self, var: str, scope: IqScope = IqScope.HOST) -> None:
         """Advertise ``var`` in disco#info (XEP-0030) for ``scope``."""
