@@ -154,7 +154,6 @@ class _Archiver:
         self._retention = retention
         self._resends = resends
         self._resending = KeyedLock()  # per account and resend key: look up, then append
-        self._rerouting: dict[int, Element] = {}  # id() -> copy on its second pass
 
     async def on_sent(self, event: hooks.StanzaEvent) -> hooks.Handled | None:
         stanza, owner = event.stanza, event.sender.bare
@@ -177,10 +176,8 @@ class _Archiver:
             # The message still goes: losing its archive copy beats refusing to send it.
             self._mod.log.exception("cannot archive a message sent by %s", owner)
 
-    async def on_received(self, event: hooks.StanzaEvent) -> hooks.Handled | None:
+    async def on_received(self, event: hooks.StanzaEvent) -> hooks.Replace | None:
         stanza = event.stanza
-        if id(stanza) in self._rerouting:
-            return None  # our changed copy, on its way to delivery
         owner = event.to.bare
         changed = without_claimed_ids(stanza, owner)
         archive_id = None
@@ -192,12 +189,12 @@ class _Archiver:
             self._mod.log.exception("cannot archive a message to %s", owner)
         if changed is None and archive_id is None:
             return None
-        copy = changed or stanza.copy()
+        # A new top element over the same children (the stamp is added, nothing else changes).
+        copy = changed or Element(stanza.name, stanza.ns, stanza.attrs, list(stanza.children))
         if archive_id is not None:
             copy.append(Element("stanza-id", NS_SID, {"by": str(owner), "id": archive_id}))
         copy.attrs.setdefault("to", str(event.to))  # RFC 6120 §8.1.1.1: no 'to' is the account
-        await self._reroute(copy)
-        return hooks.Handled.STOP
+        return hooks.Replace(copy)  # delivered, copied or stored offline as stamped
 
     async def _archive_once(self, owner: JID, partner: JID, stanza: Element, direction: str,
                             key: str | None) -> str:
@@ -230,13 +227,6 @@ class _Archiver:
         if key is not None:
             entry[ORIGIN_FIELD] = key  # in the same row as the message: no crash parts them
         return await self._archive.append(user, entry, when=self._mod.now(), with_jid=str(partner.bare))
-
-    async def _reroute(self, copy: Element) -> None:
-        self._rerouting[id(copy)] = copy  # kept alive, so its id() is not reused meanwhile
-        try:
-            await self._mod.route(copy)
-        finally:
-            del self._rerouting[id(copy)]
 
 
 def _own_archive_only(handler: IqHandler) -> IqHandler:

@@ -8,6 +8,7 @@ handler returns the function that removes it, which is how modules undo their re
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import enum
 import itertools
 import logging
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from .sessions import Session
 
 __all__ = [
-    "Handled", "Hook", "HookFailed", "EventBus", "StanzaEvent", "SessionEvent", "AccountEvent", "RegistrationEvent",
+    "Handled", "Hook", "HookFailed", "Replace", "EventBus", "StanzaEvent", "SessionEvent", "AccountEvent", "RegistrationEvent",
     "ClientStateEvent", "MESSAGE_BARE", "MESSAGE_FULL", "MESSAGE_HOST", "PRESENCE_BARE", "PRESENCE_FULL",
     "PRESENCE_HOST", "PRESENCE_BROADCAST", "SESSION_BOUND", "SESSION_AVAILABLE", "SESSION_CLOSED",
     "CLIENT_STATE", "FILTER_FROM_CLIENT", "FILTER_TO_ACCOUNT", "ACCOUNT_DELETED", "REGISTRATION_REQUESTED",
@@ -51,6 +52,15 @@ class Hook(Generic[E]):
 
     name: str
     fail_closed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Replace:
+    """Returned by a handler of a hook that carries a :class:`StanzaEvent`: the handlers after it,
+    and whatever the router does by default, get ``stanza`` instead of the event's (the archive
+    module stamps the XEP-0359 id of the recipient's copy this way).  The chain goes on."""
+
+    stanza: Element
 
 
 class HookFailed(Exception):
@@ -106,7 +116,7 @@ class RegistrationEvent:
     answer: Callable[[Element], None]
 
 
-Handler = Callable[[E], Awaitable["Handled | None"]]
+Handler = Callable[[E], Awaitable["Handled | Replace | None"]]
 
 # Inbound routing, most specific first (RFC 6121 §8.5): the router fires exactly one of these.
 MESSAGE_FULL: Hook[StanzaEvent] = Hook("message/full")
@@ -141,11 +151,11 @@ REGISTRATION_REQUESTED: Hook[RegistrationEvent] = Hook("account/registration-req
 @dataclass(order=True)
 class _Entry:
     sort_key: tuple[int, int]
-    handler: Callable[[object], Awaitable[Handled | None]] = field(compare=False)
+    handler: Callable[[object], Awaitable[Handled | Replace | None]] = field(compare=False)
     stanzas: frozenset[str] | None = field(compare=False, default=None)
 
 
-_Handlers = tuple[Callable[[object], Awaitable["Handled | None"]], ...]
+_Handlers = tuple[Callable[[object], Awaitable["Handled | Replace | None"]], ...]
 
 
 class EventBus:
@@ -197,6 +207,14 @@ class EventBus:
 
     async def fire(self, hook: Hook[E], event: E) -> bool:
         """Run the handlers; True when one of them returned ``Handled.STOP``."""
+        return await self._run(hook, event) is None
+
+    async def fire_stanza(self, hook: Hook[StanzaEvent], event: StanzaEvent) -> StanzaEvent | None:
+        """Run the handlers; None when one of them returned ``Handled.STOP``, else the event as the
+        handlers left it (its stanza replaced by the last :class:`Replace`, if any)."""
+        return await self._run(hook, event)
+
+    async def _run(self, hook: Hook[E], event: E) -> E | None:
         # A handler added or removed while this runs takes effect from the next event.
         handlers = self._handlers.get(hook.name, ())
         by_stanza = self._by_stanza.get(hook.name)
@@ -211,6 +229,10 @@ class EventBus:
                 if hook.fail_closed:
                     raise HookFailed(hook.name) from exc
                 continue
+            if outcome is None:
+                continue
             if outcome is Handled.STOP:
-                return True
-        return False
+                return None
+            if isinstance(outcome, Replace):
+                event = dataclasses.replace(cast(StanzaEvent, event), stanza=outcome.stanza)  # type: ignore[assignment]
+        return event

@@ -159,8 +159,12 @@ class Router:
         if session is not None:
             hook = hooks.MESSAGE_FULL if stanza.name == "message" else (
                 hooks.PRESENCE_FULL if stanza.name == "presence" else None)
-            if hook is None or not await host.bus.fire(hook, event):
+            if hook is None:
                 session.deliver(stanza)
+            else:
+                final = await host.bus.fire_stanza(hook, event)
+                if final is not None:
+                    session.deliver(final.stanza)  # as the handlers left it (hooks.Replace)
             return
         # RFC 6121 §8.5.3.2: no session with that resource.
         if stanza.name == "message":
@@ -189,7 +193,7 @@ class Router:
                 return
             await self._dispatch_iq(host, IqScope.ACCOUNT, event)
         elif stanza.name == "message":
-            if not await host.bus.fire(hooks.MESSAGE_BARE, event):
+            if await host.bus.fire_stanza(hooks.MESSAGE_BARE, event) is not None:
                 kind = MessageType.of(stanza)
                 if kind not in (MessageType.ERROR, MessageType.HEADLINE):
                     # §8.5.2.2: no module took it (no available resource, no offline storage).
