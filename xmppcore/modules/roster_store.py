@@ -13,6 +13,7 @@ records are neither returned in the roster nor counted against its size.
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -94,26 +95,55 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+_CACHED_ROSTERS = 10_000  # accounts whose roster stays in memory, least recently used out first
+
+
 @dataclass
 class RosterStore:
-    """Every account's roster on one host."""
+    """Every account's roster on one host.
+
+    A login reads its roster several times (initial presence to subscribers, probes to contacts,
+    pending requests, the unavailable presence at the end), so the latest rosters are kept in
+    memory.  Every change goes through this class, which forgets the account's copy before and
+    after writing; a read that overlapped a write is not kept (the generation counter says so).
+    This assumes one process writes the rosters (true until clustering).
+    """
 
     items: MapStore
     versions: KeyValueStore
     _locks: KeyedLock = field(default_factory=KeyedLock)
+    _cache: OrderedDict[str, tuple[RosterItem, ...]] = field(default_factory=OrderedDict)
+    _generation: int = 0
 
     def locked(self, user: str) -> AbstractAsyncContextManager[None]:
         """Serialise read-modify-write of ``user``'s roster (two resources may race)."""
         return self._locks.locked(user)
 
     async def get(self, user: str, contact: JID) -> RosterItem | None:
+        cached = self._cache.get(user)
+        if cached is not None:
+            return next((item for item in cached if item.jid == contact), None)
         doc = await self.items.get(user, str(contact))
         return None if doc is None else RosterItem.from_json(str(contact), doc)
 
     async def all(self, user: str) -> list[RosterItem]:
         """Every record, listed or not, in a stable order."""
+        cached = self._cache.get(user)
+        if cached is not None:
+            self._cache.move_to_end(user)
+            return list(cached)
+        generation = self._generation
         docs = await self.items.get_all(user)
-        return [RosterItem.from_json(key, doc) for key, doc in sorted(docs.items())]
+        items = tuple(RosterItem.from_json(key, doc) for key, doc in sorted(docs.items()))
+        if generation == self._generation:
+            self._cache[user] = items
+            if len(self._cache) > _CACHED_ROSTERS:
+                self._cache.popitem(last=False)
+        return list(items)
+
+    def _forget(self, user: str) -> None:
+        self._generation += 1
+        self._cache.pop(user, None)
 
     async def listed(self, user: str) -> list[RosterItem]:
         return [item for item in await self.all(user) if item.listed]
@@ -124,15 +154,27 @@ class RosterStore:
 
     async def put(self, user: str, item: RosterItem) -> str:
         """Store ``item``; returns the roster's new version."""
-        await self.items.set(user, str(item.jid), item.to_json())
+        self._forget(user)
+        try:
+            await self.items.set(user, str(item.jid), item.to_json())
+        finally:
+            self._forget(user)
         return await self._bump(user)
 
     async def delete(self, user: str, contact: JID) -> str:
-        await self.items.set(user, str(contact), None)
+        self._forget(user)
+        try:
+            await self.items.set(user, str(contact), None)
+        finally:
+            self._forget(user)
         return await self._bump(user)
 
     async def delete_user(self, user: str) -> None:
-        await self.items.delete_user(user)
+        self._forget(user)
+        try:
+            await self.items.delete_user(user)
+        finally:
+            self._forget(user)
         await self.versions.set(user, None)
 
     async def _version(self, user: str) -> tuple[str, int]:
