@@ -85,6 +85,8 @@ class Client(asyncio.Protocol):
             require_tls=target.starttls, mechanisms=target.mechanisms)
         self.ready: asyncio.Future[None] = self._loop.create_future()
         self.sink: Callable[[bytes], None] | None = None
+        # Without a sink, stanzas other than the readiness ping's answer go here (bench/provision.py).
+        self.on_stanza: Callable[[Element], None] | None = None
         self.transport: asyncio.Transport | None = None
         self._tls: asyncio.Task[None] | None = None
 
@@ -122,6 +124,8 @@ class Client(asyncio.Protocol):
         elif isinstance(event, ev.StanzaReceived):
             if event.stanza.name == "iq" and event.stanza.get("id") == "ready" and not self.ready.done():
                 self.ready.set_result(None)
+            elif self.on_stanza is not None:
+                self.on_stanza(event.stanza)
         elif isinstance(event, (ev.AuthFailed, ev.NegotiationFailed, ev.StreamClosed)):
             self._fail(repr(event))
 

@@ -31,7 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.loadgen import (
+from bench.loadgen import (  # noqa: E402 - after the path is set
     MsgParams,
     MsgResult,
     Target,
@@ -40,8 +40,8 @@ from bench.loadgen import (
     run,
     run_msg,
 )
-from xmppcore.config import ModulesConfig, load_config
-from xmppcore.server.app import Server
+from xmppcore.config import ModulesConfig, load_config  # noqa: E402
+from xmppcore.server.app import Server  # noqa: E402
 
 __all__ = ["Measurement", "XmppcoreProcess", "bench_config", "create_accounts", "main", "to_toml"]
 

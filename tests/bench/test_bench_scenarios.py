@@ -1,4 +1,5 @@
-"""bench/: the login, idle, msglat and presence scenarios at tiny scale against the real server (issue 8).
+"""bench/: the login, idle, msglat and presence scenarios at tiny scale against the real server (issue 8),
+and bench/compare.py end to end with every scenario (msgmam included) against xmppcore.
 
 No timing is asserted; the checks are on counts of what crossed the wire and on the memory
 readings being taken from the server process.
@@ -103,8 +104,13 @@ def test_contacts_are_a_symmetric_ring() -> None:
 
 def test_compare_prints_a_median_per_scenario() -> None:
     completed = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "compare.py"), "--runs", "1", "--scale", "0.01", "--duration", "1"],
+        [sys.executable, str(REPO / "bench" / "compare.py"), "--servers", "xmppcore", "--runs", "1",
+         "--scale", "0.01", "--duration", "1"],
         cwd=REPO, capture_output=True, text=True, timeout=55, check=False)
-    assert completed.returncode == 0, completed.stderr
-    rows = [line.split("|")[1].strip() for line in completed.stdout.splitlines() if line.startswith("| ")]
-    assert rows[1:] == ["login", "idle", "msglat500", "msglat2000", "presence", "msg"]
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    rows = [line.split("|")[1:-1] for line in completed.stdout.splitlines() if line.startswith("| ")]
+    assert [row[0].strip() for row in rows[1:]] == [
+        "login", "idle", "msglat500", "msglat2000", "presence", "msg", "msgmam", "msgmam"]
+    assert rows[0][3].strip() == "xmppcore" and len(rows[0]) == 4  # no reference server: no ratios
+    assert "failed" not in completed.stdout
+    assert rows[-1][1].strip() == "% archived" and rows[-1][3].strip() == "100.00"  # every message stamped
