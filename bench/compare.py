@@ -79,7 +79,7 @@ def scenarios(scale: float = 1.0, duration: float = 10.0) -> dict[str, Scenario]
     """The suite; ``scale`` multiplies client counts and offered rates (1.0: the full run)."""
     def n(count: int) -> int:
         return max(1, round(count * scale))
-    login = LoginParams(concurrency=n(50), duration=duration)
+    login = LoginParams(concurrency=n(100), duration=duration)  # as in issue 8: 100 concurrent
     idle = IdleParams(sessions=n(10_000), concurrency=min(100, n(10_000)), settle=5.0 if scale >= 1 else 0.2)
     presence = PresenceParams(users=max(n(1000), 22), rounds=5)
     msg = MsgParams(pairs=n(100), duration=duration, warmup=min(2.0, duration / 5))

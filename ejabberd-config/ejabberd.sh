@@ -2,7 +2,7 @@
 # Start and stop the reference ejabberd for the conformance suite, from Debian's package,
 # on 127.0.0.2 without a system service (see README.md here and ../../shared/refs/NOTES.md).
 #
-#   ejabberd.sh install   apt-get install ejabberd (as root), if ejabberdctl is missing
+#   ejabberd.sh install   apt-get install ejabberd erlang-p1-sqlite3 (as root), if missing
 #   ejabberd.sh start     lay out the run directory, start, wait until it answers, register accounts
 #   ejabberd.sh stop      stop it
 #   ejabberd.sh status    exit 0 when it runs and accepts clients on 127.0.0.2:5222
@@ -87,13 +87,14 @@ register_accounts() {
 
 case "${1:-}" in
     install)
-        if command -v ejabberdctl >/dev/null; then exit 0; fi
+        # erlang-p1-sqlite3: ejabberd's SQLite driver, for its archive in bench/compare.py's msgmam.
+        if command -v ejabberdctl >/dev/null && dpkg -s erlang-p1-sqlite3 >/dev/null 2>&1; then exit 0; fi
         if [ "$(id -u)" != 0 ]; then
             echo "ejabberd.sh: ejabberd is not installed and installing it needs root; the conformance" \
                  "tests against it will be skipped (run: sudo bash $0 install)" >&2
             exit 0
         fi
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ejabberd >/dev/null ;;
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ejabberd erlang-p1-sqlite3 >/dev/null ;;
     start) start ;;
     stop) ctl stop >/dev/null 2>&1 || true; timeout 30 bash -c "$(declare -f ctl); export ERL_INETRC='$ERL_INETRC'; RUN_DIR='$RUN_DIR'; ctl stopped" >/dev/null 2>&1 || true ;;
     status) ctl status >/dev/null 2>&1 && accepting ;;

@@ -2,7 +2,7 @@
 # Start and stop the reference Prosody for the federation tests, from Debian's package,
 # on 127.0.0.3 without a system service (see README.md here and ../../shared/refs/NOTES.md).
 #
-#   prosody.sh install              apt-get install prosody (as root), if prosodyctl is missing
+#   prosody.sh install              apt-get install prosody lua-dbi-sqlite3 (as root), if missing
 #   prosody.sh start                empty data directory, accounts, start, wait until it accepts clients
 #   prosody.sh stop                 stop it
 #   prosody.sh status               exit 0 when it runs and accepts clients on 127.0.0.3:5222
@@ -91,14 +91,15 @@ stop() {
 
 case "${1:-}" in
     install)
-        if command -v prosodyctl >/dev/null; then exit 0; fi
+        # lua-dbi-sqlite3: Prosody's SQLite storage, for its archive in bench/compare.py's msgmam.
+        if command -v prosodyctl >/dev/null && dpkg -s lua-dbi-sqlite3 >/dev/null 2>&1; then exit 0; fi
         if [ "$(id -u)" != 0 ]; then
             echo "prosody.sh: Prosody is not installed and installing it needs root; the federation" \
                  "tests against it will be skipped (run: sudo bash $0 install)" >&2
             exit 0
         fi
         # With Recommends: lua-unbound is how Prosody resolves s2s peers.
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prosody >/dev/null ;;
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prosody lua-dbi-sqlite3 >/dev/null ;;
     start) start ;;
     stop) stop ;;
     status) running && accepting ;;
