@@ -5,6 +5,7 @@ Stream header checks, STARTTLS (§5), SASL (§6), resource binding (§7), the le
 runtime offers it; ``protocol/c2s_register.py``), XEP-0198 stream management
 (``protocol/stream_management.py``; resumption takes the place of binding), XEP-0352 client
 state indication (when offered), the authentication timeout and whitespace keepalives.
+Once bound, what only negotiation needed is dropped, so that an idle session costs little.
 Feed it bytes with ``receive_data``; read ``pop_events`` and ``data_to_send``; answer
 ``TlsRequested``, ``CredentialsNeeded``, ``RegistrationRequested``, ``BindRequested`` and
 ``ResumeRequested`` with the matching method, and call ``stanza_handled`` once the runtime has
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 from ..jid import JID, InvalidJID
 from ..stanza.errors import Condition, ProtocolUsageError, StanzaError, StreamCondition, StreamError
@@ -34,6 +36,8 @@ __all__ = ["C2SServer", "C2SState", "TRANSITIONS", "ALL_MECHANISMS", "NS_CSI", "
 ALL_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
 NS_CSI = "urn:xmpp:csi:0"  # XEP-0352
 _STANZAS = frozenset({"message", "presence", "iq"})
+_NO_BINDINGS: Mapping[str, bytes] = MappingProxyType({})
+_NO_REGISTRATION = PreAuthRegistration(None)  # once bound, registration is never offered again
 
 
 class C2SState(enum.Enum):
@@ -79,6 +83,13 @@ def _normalize_localpart(raw: str) -> str | None:
 class C2SServer(XmlStream):
     """The receiving entity of one client connection; ``sm`` is its XEP-0198 side."""
 
+    __slots__ = (
+        "_is_hosted", "_new_id", "_tls_available", "_tls_required", "_tls_active", "_bindings",
+        "_mechanisms", "_auth_deadline", "_max_failures", "_failures", "_keepalive", "_last_input",
+        "_extra_features", "_scram_secret", "_scram_iterations", "_registration", "_held", "state",
+        "domain", "stream_id", "username", "jid", "_peer_from", "_peer_version", "_sasl",
+        "_bind_iq_id", "_abort_requested", "sm", "_lost", "_csi_offered", "client_active",
+    )
     content_ns = NS_CLIENT
 
     def __init__(
@@ -97,7 +108,7 @@ class C2SServer(XmlStream):
         self._tls_available = tls_available
         self._tls_required = tls_required
         self._tls_active = tls_active
-        self._bindings = dict(channel_bindings or {})
+        self._bindings = dict(channel_bindings) if channel_bindings else _NO_BINDINGS
         self._mechanisms = tuple(mechanisms)
         self._auth_deadline = now + auth_timeout
         self._max_failures = max_auth_failures
@@ -129,7 +140,7 @@ class C2SServer(XmlStream):
         """TLS is up (RFC 6120 §5.4.3.3): the client restarts the stream next."""
         self._expect(C2SState.TLS_PENDING)
         self._tls_active = True
-        self._bindings = dict(channel_bindings or {})
+        self._bindings = dict(channel_bindings) if channel_bindings else _NO_BINDINGS
         self._restart()
         self._to(C2SState.WAIT_HEADER)
 
@@ -163,6 +174,7 @@ class C2SServer(XmlStream):
         result.add("bind", NS_BIND).add("jid", text=str(jid))
         self._send(result)
         self._to(C2SState.BOUND)
+        self._negotiated()
 
     def bind_failed(self, condition: Condition, text: str | None = None) -> None:
         """Refuse the bind request (e.g. ``resource-constraint``); the client may try again."""
@@ -188,6 +200,7 @@ class C2SServer(XmlStream):
         self._expect(C2SState.RESUME_PENDING)
         self.jid = jid
         self._to(C2SState.BOUND)
+        self._negotiated()
         try:
             self.sm.resume(session)
         except StreamError as err:
@@ -238,8 +251,12 @@ class C2SServer(XmlStream):
             return None
         if self.state is not C2SState.BOUND:
             return self._auth_deadline
-        keepalive = self._last_input + self._keepalive if self._keepalive > 0 else None
-        return min((t for t in (keepalive, self.sm.get_timer()) if t is not None), default=None)
+        when = self.sm.get_timer()
+        if self._keepalive > 0:
+            keepalive = self._last_input + self._keepalive
+            if when is None or keepalive < when:
+                when = keepalive
+        return when
 
     def handle_timer(self, now: float) -> None:
         """Authentication timeout, then whitespace keepalives (RFC 6120 §4.6.1)."""
@@ -480,6 +497,14 @@ class C2SServer(XmlStream):
         self._events.append(ev.StanzaReceived(stanza=element))
 
     # -- helpers -------------------------------------------------------------------------------
+    def _negotiated(self) -> None:
+        """Bound: let go of what only negotiation needed (an idle session should cost little)."""
+        self._sasl = None
+        self._bindings = _NO_BINDINGS
+        self._extra_features = None
+        self._registration = _NO_REGISTRATION
+        self._bind_iq_id = ""
+
     def _reply_error(self, iq_id: str, error: StanzaError) -> None:
         reply = Element("iq", NS_CLIENT, {"type": "error", "id": iq_id})
         reply.append(error.to_element(NS_CLIENT))

@@ -39,6 +39,8 @@ MAX_HELD = 16  # elements a client may pipeline behind a request the core waits 
 class PreAuthRegistration:
     """Registration requests on one unauthenticated stream: offer, recognise, check the answer."""
 
+    __slots__ = ("_offered_for", "_iq_id")
+
     def __init__(self, offered_for: Callable[[str], bool] | None) -> None:
         """``offered_for(domain)`` tells whether a host offers registration (None: none does)."""
         self._offered_for = offered_for
@@ -79,6 +81,8 @@ class PreAuthRegistration:
 
 class HeldInput:
     """Elements the client sent while the core waits on the runtime, replayed in order after."""
+
+    __slots__ = ("_limit", "_items")
 
     def __init__(self, limit: int = MAX_HELD) -> None:
         self._limit = limit

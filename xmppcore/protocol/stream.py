@@ -39,6 +39,7 @@ def expect_state(current: _S, wanted: _S) -> None:
 class XmlStream:
     """Shared machinery of one XML stream over one transport connection."""
 
+    __slots__ = ("_parser", "_out", "_events", "_header_sent", "_closed")
     content_ns: str = ""
     declares_dialback = False  # server-to-server roles declare xmlns:db in their header
 
@@ -82,6 +83,11 @@ class XmlStream:
         if not self._closed:
             self._closed = True
             self._events.append(ev.StreamClosed(by_peer=True))
+
+    def quiet(self) -> None:
+        """The peer has been quiet for a while: give back the parser's memory when it stands
+        between stanzas (it resumes, unchanged, with the next bytes; an idle stream costs less)."""
+        self._parser.release()
 
     def pop_events(self) -> list[ev.Event]:
         """Events since the last call, in order."""

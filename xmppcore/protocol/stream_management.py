@@ -65,6 +65,9 @@ class SmPolicy:
         return min(self.resume_timeout, self.max_resume_timeout)
 
 
+_NOT_OFFERED = SmPolicy()  # what a stream without XEP-0198 consults (it never enables anything)
+
+
 class HandledCountTooHigh(StreamError):
     """The client acknowledged stanzas we never sent (XEP-0198 §6): ``undefined-condition``
     with the application-specific ``<handled-count-too-high/>``."""
@@ -208,8 +211,11 @@ class SmServerStream:
     With ``policy=None`` stream management is not offered and every method does nothing.
     """
 
+    __slots__ = ("policy", "offered", "session", "_new_id", "_send", "_unrouted", "_since_request",
+                 "_request_at", "_resume_h", "clock")
+
     def __init__(self, policy: SmPolicy | None, *, new_id: Callable[[], str], send: Callable[[Element], None]) -> None:
-        self.policy = policy if policy is not None else SmPolicy()
+        self.policy = policy if policy is not None else _NOT_OFFERED
         self.offered = policy is not None
         self.session: SmSession | None = None
         self._new_id = new_id

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -52,20 +53,33 @@ class _SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"[{self.extra['session'] if self.extra else '-'}] {msg}", kwargs
 
 
+def _new_stream_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
 class ClientConnection:
-    """One client's connection; once bound or resumed, it carries a :class:`ClientSession`."""
+    """One client's connection; once bound or resumed, it carries a :class:`ClientSession`.
+
+    Thousands sit idle at once, so what only activity needs is made when needed and dropped
+    after: the inbound queue and its worker exist while stanzas wait, tasks while they run.
+    """
+
+    __slots__ = (
+        "session_id", "session", "_server", "_transport", "core", "_inbox", "_worker", "_drained",
+        "_drain_waiters", "_tasks", "_authenticated", "_reading_paused", "_ended", "peer",
+        "counted_unauthenticated",
+    )
 
     def __init__(self, server: Server, transport: StreamTransport, *, direct_tls: bool) -> None:
         self.session_id = secrets.token_hex(4)
         self.session: ClientSession | None = None
         self._server = server
         self._transport = transport
-        self._log = _SessionLog(log, {"session": self.session_id})
         cfg = server.config.c2s
         bindings = self._channel_bindings() if direct_tls else {}
         self.core = C2SServer(
             domains=server.is_hosted,
-            id_factory=lambda: secrets.token_urlsafe(12),
+            id_factory=_new_stream_id,
             now=asyncio.get_running_loop().time(),
             tls_available=server.tls_context is not None,
             tls_required=cfg.tls_required,
@@ -82,10 +96,11 @@ class ClientConnection:
             in_band_registration=self._registration_offered,
             stream_management=server.stream_management.policy,
         )
-        self._queue: asyncio.Queue[Element | ev.ClientStateChanged | None] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
-        self._drained = asyncio.Event()  # set once the stream ended and its stanzas were routed
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._inbox: deque[Element | ev.ClientStateChanged] | None = None  # waiting to be routed
+        self._worker: asyncio.Task[None] | None = None  # routes the inbox while it is not empty
+        self._drained = False  # the stream ended and its stanzas were routed
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
+        self._tasks: set[asyncio.Task[None]] | None = None
         self._authenticated = False
         self._reading_paused = False
         self._ended = False
@@ -94,6 +109,11 @@ class ClientConnection:
         if not server.admit_unauthenticated(self):
             self.core.close(StreamCondition.POLICY_VIOLATION, "too many unauthenticated connections from your address")
         self._log.debug("connection from %s%s", self.peer, " (direct TLS)" if direct_tls else "")
+
+    @property
+    def _log(self) -> _SessionLog:
+        """A logger putting the session id on each line; made per use (rare), not kept."""
+        return _SessionLog(log, {"session": self.session_id})
 
     def _host_stream_features(self) -> list[Element]:
         host = self._server.hosts.get(self.core.domain)
@@ -138,8 +158,16 @@ class ClientConnection:
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if self._tasks is not None:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._tasks = None
 
     async def _start_tls(self) -> None:
         context = self._server.tls_context
@@ -252,36 +280,45 @@ class ClientConnection:
 
     # -- inbound stanzas -------------------------------------------------------------------------
     def _enqueue(self, item: Element | ev.ClientStateChanged) -> None:
-        self._queue.put_nowait(item)
+        if self._ended:
+            return  # the core reports nothing after the stream's end; nothing after it is routed
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(item)
         if self._worker is None:
-            self._worker = asyncio.ensure_future(self._route_inbound())
-        if self._queue.qsize() >= _QUEUE_HIGH and not self._reading_paused:
+            self._worker = asyncio.ensure_future(self._route_inbound(inbox))
+        if len(inbox) >= _QUEUE_HIGH and not self._reading_paused:
             self._reading_paused = True
             self._transport.pause_reading()
 
-    async def _route_inbound(self) -> None:
+    async def _route_inbound(self, inbox: deque[Element | ev.ClientStateChanged]) -> None:
+        """Route what waits, one at a time, in order; end when nothing does (an idle session
+        keeps no task), after the stream's end once its last stanza is routed."""
         router = self._server.router
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                self._drained.set()
-                return  # the stream ended; everything it sent before has been routed
-            session = self.session
-            assert session is not None  # the core emits stanzas only once bound or resumed
-            if isinstance(item, ev.ClientStateChanged):
-                await self._client_state(session, item.active)  # a nonza: XEP-0198 does not count it
-            else:
-                try:
-                    await router.route_from_client(session, item)
-                except Exception:
-                    self._log.exception("routing <%s/> failed", item.name)
-                # XEP-0198 §4: delivered or stored, so now it counts as handled (an error reply to
-                # the client went out before this, like any other answer).
-                self.core.stanza_handled()
-            self._transport.pump_soon()  # answers and acks leave with whatever else this iteration queued
-            if self._reading_paused and self._queue.qsize() <= _QUEUE_LOW:
-                self._reading_paused = False
-                self._transport.resume_reading()
+        try:
+            while inbox:
+                item = inbox.popleft()
+                session = self.session
+                assert session is not None  # the core emits stanzas only once bound or resumed
+                if isinstance(item, ev.ClientStateChanged):
+                    await self._client_state(session, item.active)  # a nonza: XEP-0198 does not count it
+                else:
+                    try:
+                        await router.route_from_client(session, item)
+                    except Exception:
+                        self._log.exception("routing <%s/> failed", item.name)
+                    # XEP-0198 §4: delivered or stored, so now it counts as handled (an error reply to
+                    # the client went out before this, like any other answer).
+                    self.core.stanza_handled()
+                self._transport.pump_soon()  # answers and acks leave with whatever else this iteration queued
+                if self._reading_paused and len(inbox) <= _QUEUE_LOW:
+                    self._reading_paused = False
+                    self._transport.resume_reading()
+        finally:
+            self._worker = self._inbox = None
+            if self._ended:
+                self._set_drained()
 
     async def _client_state(self, session: ClientSession, active: bool) -> None:
         """XEP-0352: tell the modules, while this stream still carries the session (a filter
@@ -294,7 +331,20 @@ class ClientConnection:
 
     async def inbound_done(self) -> None:
         """Return once the stream has ended and every stanza it carried has been routed."""
-        await self._drained.wait()
+        if self._drained:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def _set_drained(self) -> None:
+        self._drained = True
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- for the session -----------------------------------------------------------------------------
     def send(self, stanza: Element) -> None:
@@ -326,11 +376,9 @@ class ClientConnection:
                            " by peer" if event.by_peer else "")
         if not self._authenticated:
             self._server.release_unauthenticated(self)
-        if self._worker is not None:
-            self._queue.put_nowait(None)  # route what is queued, then stop
-        else:
-            self._drained.set()
-        for task in list(self._tasks):
+        if self._worker is None:
+            self._set_drained()  # else the worker does, once it has routed what is queued
+        for task in list(self._tasks or ()):
             task.cancel()
         self._server.connection_ended(self)
         if self.session is not None:

@@ -42,6 +42,10 @@ class Session:
     """A bound client session as the router sees it; ``server/stream_management.py`` has the
     clients' (:class:`ClientSession`, which may outlive its connection, XEP-0198 §5)."""
 
+    # One per online client: slots, not a dict each (modules keep their per-session state in
+    # their own tables); weak references for the modules that track sessions without owning them.
+    __slots__ = ("session_id", "jid", "priority", "available", "presence", "_delivery_filter", "__weakref__")
+
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         self.jid: JID | None = None

@@ -48,6 +48,8 @@ _REMEMBERED_ENDS = 10_000  # ended sessions whose final 'h' a late <resume/> is 
 class ClientSession(Session):
     """A bound client session, carried by a connection or, for a while, by none (detached)."""
 
+    __slots__ = ("_runtime", "connection", "_last_connection", "sm", "_expiry", "_resuming", "ended", "_flushed")
+
     def __init__(self, runtime: StreamManagementRuntime, connection: ClientConnection) -> None:
         super().__init__(connection.session_id)
         self._runtime = runtime

@@ -4,6 +4,12 @@ Holds no protocol decisions (DESIGN: Transport).  ``StreamTransport`` is an
 ``asyncio.Protocol`` that feeds a sans-I/O core, hands its events to a handler, writes what
 the core wants sent and re-arms the core's timer — the aioquic pattern.  STARTTLS upgrades
 the same connection in place with ``loop.start_tls``.
+
+The timer is re-armed only when the core's next deadline moves earlier: one that moved later
+(each input postpones a keepalive) lets the armed timer fire early, the core finds nothing due,
+and the pump arms the new deadline — one wake-up a second at most on a busy stream instead of a
+cancel and a new timer per read.  After ``QUIET_AFTER`` seconds without input the core is told
+it is ``quiet()`` once, and gives back memory only input needs (its parser's).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import sys
 from collections.abc import Callable
 import typing
 from typing import Protocol
@@ -25,6 +32,7 @@ log = logging.getLogger(__name__)
 # Past this much unsent output the peer is not reading: drop it rather than buffer forever.
 MAX_WRITE_BUFFER = 8 * 1024 * 1024
 TLS_HANDSHAKE_TIMEOUT = 30.0
+QUIET_AFTER = 1.0  # seconds without input before the core may shed memory (XmlStream.quiet)
 
 
 class StreamCore(Protocol):
@@ -37,7 +45,8 @@ class StreamCore(Protocol):
     def pop_events(self) -> list[ev.Event]: ...
     def data_to_send(self) -> bytes: ...
     def get_timer(self) -> float | None: ...
-    def handle_timer(self, now: float) -> None: ...
+    def handle_timer(self, now: float) -> None: ...  # must do nothing when called early
+    def quiet(self) -> None: ...
 
 
 class StreamHandler(Protocol):
@@ -52,20 +61,26 @@ class StreamHandler(Protocol):
 class StreamTransport(asyncio.Protocol):
     """One TCP (or TLS) connection pumping a protocol core."""
 
+    __slots__ = (
+        "_make_handler", "_handler", "_transport", "_loop", "_timer", "_timer_at", "_quiet_at",
+        "_pumping", "_flush_scheduled", "_closing", "_tls_pending", "_held", "peer_address",
+    )
+
     def __init__(self, make_handler: Callable[[StreamTransport], StreamHandler]) -> None:
-        self._make_handler = make_handler
+        self._make_handler: Callable[[StreamTransport], StreamHandler] | None = make_handler  # dropped once used
         self._handler: StreamHandler | None = None
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._quiet_at: float | None = None  # when to tell the core it is quiet, once
         self._pumping = False
         self._flush_scheduled = False
         self._closing = False
         # Plaintext the TLS layer decrypted before the core heard that TLS is up: with TLS 1.3
         # a client sends its Finished and the restarted stream header in one flight.
         self._tls_pending = False
-        self._held = bytearray()
+        self._held: bytearray | None = None
         self.peer_address = ""
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -73,14 +88,16 @@ class StreamTransport(asyncio.Protocol):
         # uvloop's transports implement the interface without subclassing asyncio.Transport.
         self._transport = typing.cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        self.peer_address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        # Interned: thousands of connections from one address share the string.
+        self.peer_address = sys.intern(str(peer[0])) if isinstance(peer, tuple) and peer else "unknown"
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        self._handler = self._make_handler(self)
+        assert self._make_handler is not None
+        self._handler, self._make_handler = self._make_handler(self), None
         self.pump()
 
     def data_received(self, data: bytes) -> None:
@@ -88,9 +105,14 @@ class StreamTransport(asyncio.Protocol):
         if handler is None or self._closing:
             return
         if self._tls_pending:
-            self._held += data  # RFC 6120 §5.4.3.3: it belongs to the stream after the restart
+            # RFC 6120 §5.4.3.3: it belongs to the stream after the restart.
+            if self._held is None:
+                self._held = bytearray()
+            self._held += data
             return
-        handler.core.receive_data(data, now=self._loop.time())
+        now = self._loop.time()
+        self._quiet_at = now + QUIET_AFTER
+        handler.core.receive_data(data, now=now)
         self.pump()
 
     def eof_received(self) -> bool:
@@ -129,7 +151,10 @@ class StreamTransport(asyncio.Protocol):
                 self._close_transport()
             else:
                 self._check_write_buffer()
-                self._arm_timer(core.get_timer())
+                when, quiet = core.get_timer(), self._quiet_at
+                if quiet is not None and (when is None or quiet < when):
+                    when = quiet
+                self._arm_timer(when)
         finally:
             self._pumping = False
 
@@ -153,20 +178,25 @@ class StreamTransport(asyncio.Protocol):
             self._transport.abort()
 
     def _arm_timer(self, when: float | None) -> None:
-        if when == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = when
+        timer = self._timer
+        if timer is not None:
+            if when is not None and self._timer_at is not None and self._timer_at <= when:
+                return  # it fires first; the pump after it arms the later deadline
+            timer.cancel()
+            self._timer = self._timer_at = None
         if when is not None and not self._closing:
+            self._timer_at = when
             self._timer = self._loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        if self._handler is not None and not self._closing:
-            self._handler.core.handle_timer(self._loop.time())
+        self._timer = self._timer_at = None
+        handler = self._handler
+        if handler is not None and not self._closing:
+            now = self._loop.time()
+            if self._quiet_at is not None and now >= self._quiet_at:
+                self._quiet_at = None
+                handler.core.quiet()
+            handler.core.handle_timer(now)
             self.pump()
 
     def _close_transport(self) -> None:
@@ -185,7 +215,7 @@ class StreamTransport(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
         if self._held and not self._tls_pending:
-            held, self._held = bytes(self._held), bytearray()
+            held, self._held = bytes(self._held), None
             self.data_received(held)
 
     @property

@@ -18,6 +18,9 @@ the caller sends the stream error and closes, so nothing more from that peer is 
   ``bad-format``; whitespace there is a keepalive and is dropped (§11.7).
 - Whitespace after ``</stream:stream>`` is ignored; anything else there is ``not-well-formed``
   (a comment or PI there is ``restricted-xml``, like anywhere else).
+- ``release()`` gives back expat's memory (a dozen KiB) between stanzas; the next ``feed()``
+  resumes in a new parser primed with the root's start tag and namespace declarations, so what
+  follows parses exactly as it would have: an idle stream costs a few hundred bytes.
 - Bounds against a stranger (§13.12): a stanza's size in bytes, from the ``<`` of its start
   tag to the ``>`` of its end tag, the nesting depth inside a stanza, the attributes on one
   element, and the bytes before the header is complete all give ``policy-violation``.  Expat
@@ -27,10 +30,13 @@ the caller sends the stream error and closes, so nothing more from that peer is 
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from xml.parsers import expat
+from xml.sax.saxutils import quoteattr
 
 from ..stanza.errors import StreamCondition, StreamError
 from .element import Element
@@ -40,7 +46,18 @@ __all__ = ["StreamHeader", "StreamFooter", "ParseEvent", "ParseFailure", "Stream
 _SLICE = 64 * 1024
 _SEP = "}"  # expat joins "uri}local"; expat itself refuses a namespace URI containing it
 _WHITESPACE = " \t\r\n"  # XML's S production (§2.3); str.strip() alone would also eat U+00A0
-_NAME_CACHE_MAX = 4096  # a stranger can invent names; the cache must not grow with them
+_NAME_CACHE_MAX = 4096  # a stranger can invent names; the caches must not grow with them
+_TEXT_BUFFER = 1024  # pyexpat's text buffer per parser (its default is 8 KiB); longer runs come in pieces
+_ROOT_NAME = re.compile(rb"<([^\s/>]+)")
+
+# Shared by every parser of the process (one thread, the event loop's), emptied when full:
+# expat's names interned once, not once per stream, and each one split once into (local, ns).
+_INTERNED: dict[str, str] = {}
+_NAMES: dict[str, tuple[str, str]] = {}
+_PRIMES: dict[bytes, bytes] = {}  # root start tags to resume from (see release()), deduplicated
+_PRIMES_MAX, _PRIME_SHARED_MAX = 256, 512  # entries, and bytes of one (longer ones are not shared)
+# Stands for "released" (never fed, never given handlers), so the handlers need no None checks.
+_RELEASED = expat.ParserCreate()
 
 
 def _expat_codes(*names: str) -> frozenset[int]:
@@ -79,6 +96,8 @@ class StreamFooter:
 ParseEvent = StreamHeader | Element | StreamFooter
 
 _FOOTER = StreamFooter()
+_NO_EVENTS: list[ParseEvent] = []  # outside feed(): the last call's events are not kept alive
+_NO_NAMESPACES: dict[str, str] = {}  # after the header (the root's declarations went with it)
 
 
 def _refuse(condition: StreamCondition, text: str) -> NoReturn:
@@ -97,7 +116,7 @@ class StreamParser:
     """Incremental parser for one direction of an XML stream; ``reset()`` on stream restart."""
 
     __slots__ = (
-        "_max_stanza", "_max_depth", "_max_attrs", "_max_header", "_names", "_expat",
+        "_max_stanza", "_max_depth", "_max_attrs", "_max_header", "_expat", "_prime",
         "_events", "_stack", "_text", "_in_root", "_closed", "_root_ns", "_error",
         "_data", "_data_base", "_slice_lo", "_stanza_start", "_idle_mark",
     )
@@ -114,9 +133,8 @@ class StreamParser:
         self._max_depth = max_depth
         self._max_attrs = max_attributes
         self._max_header = max_header_size
-        self._names: dict[str, tuple[str, str]] = {}  # expat name -> (local, ns), interned
         self._error: StreamError | None = None
-        self._events: list[ParseEvent] = []
+        self._events = _NO_EVENTS
         self._start_document()
 
     # -- public ----------------------------------------------------------------------------
@@ -126,10 +144,13 @@ class StreamParser:
             raise StreamError(self._error.condition, self._error.text)
         if not isinstance(data, bytes):
             data = bytes(data)
+        expat_parser = self._expat
+        if expat_parser is _RELEASED:
+            expat_parser = self._resume_document()
         events: list[ParseEvent] = []
         self._events = events
         self._data = data
-        parse = self._expat.Parse
+        parse = expat_parser.Parse
         try:
             for lo in range(0, len(data), _SLICE):
                 self._slice_lo = lo
@@ -141,6 +162,9 @@ class StreamParser:
             self._fail(_from_expat(exc))
         finally:
             self._data = b""
+            self._events = _NO_EVENTS
+            if len(_INTERNED) > _NAME_CACHE_MAX:
+                _INTERNED.clear()
         self._data_base += len(data)
         return events
 
@@ -151,26 +175,45 @@ class StreamParser:
         """
         self._start_document()
 
+    @property
+    def releasable(self) -> bool:
+        """Between stanzas, nothing pending: ``release()`` would free expat's memory."""
+        return (self._expat is not _RELEASED and self._in_root and not self._stack
+                and self._idle_mark >= self._data_base and self._prime is not None and self._error is None)
+
+    def release(self) -> None:
+        """Give back the expat parser while the peer is quiet, when ``releasable``; the next
+        ``feed()`` resumes in a new one as if nothing had happened (events, limits, errors)."""
+        if self.releasable:
+            self._expat = _RELEASED
+
     # -- document lifecycle ----------------------------------------------------------------
-    def _start_document(self) -> None:
-        parser = expat.ParserCreate("UTF-8", _SEP)  # the override ignores declared encodings
+    @staticmethod
+    def _new_expat() -> expat.XMLParserType:
+        parser = expat.ParserCreate("UTF-8", _SEP, intern=_INTERNED)  # the override ignores declared encodings
+        parser.buffer_size = _TEXT_BUFFER  # allocates it; set before buffer_text, which would allocate 8 KiB
         parser.buffer_text = True
-        parser.StartElementHandler = self._on_start
-        parser.EndElementHandler = self._on_end
-        parser.CharacterDataHandler = self._on_text
-        parser.StartNamespaceDeclHandler = self._on_root_namespace
-        parser.XmlDeclHandler = self._on_xml_declaration
-        parser.StartDoctypeDeclHandler = self._on_doctype
-        parser.EntityDeclHandler = self._on_entity_declaration
-        parser.CommentHandler = self._on_comment
-        parser.ProcessingInstructionHandler = self._on_processing_instruction
-        parser.ExternalEntityRefHandler = self._on_external_entity
         parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
         if hasattr(parser, "SetReparseDeferralEnabled"):
             # Expat >= 2.6 may hold back complete tokens until more data arrives; a stanza
             # must be delivered as soon as its end tag is in, and _stanza_end relies on it.
             parser.SetReparseDeferralEnabled(False)
+        return parser
+
+    def _install_handlers(self, parser: expat.XMLParserType) -> None:
+        parser.StartElementHandler = self._on_start
+        parser.EndElementHandler = self._on_end
+        parser.CharacterDataHandler = self._on_text
+        parser.XmlDeclHandler = _on_xml_declaration
+        for handler, refusal in _REFUSING_HANDLERS:
+            setattr(parser, handler, refusal)
+
+    def _start_document(self) -> None:
+        parser = self._new_expat()
+        self._install_handlers(parser)
+        parser.StartNamespaceDeclHandler = self._on_root_namespace
         self._expat = parser
+        self._prime: bytes | None = None  # the root start tag to resume from, once known
         self._stack: list[Element] = []
         self._text: list[str] = []
         self._in_root = False
@@ -181,6 +224,18 @@ class StreamParser:
         self._slice_lo = 0  # offset in self._data of the slice expat is parsing
         self._stanza_start = 0
         self._idle_mark = 0  # document offset before which nothing is pending between stanzas
+
+    def _resume_document(self) -> expat.XMLParserType:
+        """A new expat parser standing where the released one stood: inside the root, between
+        stanzas, with the root's namespace declarations in scope (see ``release``)."""
+        assert self._prime is not None
+        parser = self._new_expat()
+        parser.Parse(self._prime, False)  # no handlers yet: the root is not reported again
+        self._install_handlers(parser)
+        self._expat = parser
+        # Offsets count from the new parser's start; what it parsed so far is the prime.
+        self._data_base = self._idle_mark = self._stanza_start = len(self._prime)
+        return parser
 
     def _fail(self, exc: StreamError) -> NoReturn:
         self._error = exc
@@ -227,9 +282,9 @@ class StreamParser:
             self._open_root(name, attrs)
             return
         try:
-            local, ns = self._names[name]
+            local, ns = _NAMES[name]
         except KeyError:
-            local, ns = self._split_name(name)
+            local, ns = _split_name(name)
         if attrs:
             if len(attrs) > self._max_attrs:
                 self._too_many_attributes()
@@ -287,7 +342,7 @@ class StreamParser:
     def _open_root(self, name: str, attrs: dict[str, str]) -> None:
         if len(attrs) > self._max_attrs:
             self._too_many_attributes()
-        local, ns = self._split_name(name)
+        local, ns = _split_name(name)
         if self._header_size_at_least(local, attrs) > self._max_header:
             _refuse(StreamCondition.POLICY_VIOLATION,
                     f"stream header exceeds {self._max_header} bytes")
@@ -295,6 +350,26 @@ class StreamParser:
         self._in_root = True
         self._expat.StartNamespaceDeclHandler = None  # only the root's declarations matter
         self._idle_mark = self._expat.CurrentByteIndex
+        self._prime = self._root_start_tag()
+        self._root_ns = _NO_NAMESPACES  # the header event has them; nothing adds any now
+
+    def _root_start_tag(self) -> bytes | None:
+        """The root's start tag as written (its name, with its prefix) with only its namespace
+        declarations: what a new parser reads to stand where this one stands after the header.
+        None when the tag began in an earlier ``feed()`` (its name is gone): never released."""
+        start = self._expat.CurrentByteIndex - self._data_base  # where its "<" is in this chunk
+        found = _ROOT_NAME.match(self._data, start) if start >= 0 else None
+        if found is None:
+            return None
+        # quoteattr escapes tabs and newlines too: the URIs parse back unchanged.
+        declarations = "".join(f" xmlns:{prefix}={quoteattr(uri)}" if prefix else f" xmlns={quoteattr(uri)}"
+                               for prefix, uri in self._root_ns.items())
+        tag = b"<" + found[1] + declarations.encode() + b">"
+        if len(tag) > _PRIME_SHARED_MAX:
+            return tag
+        if len(_PRIMES) >= _PRIMES_MAX:
+            _PRIMES.clear()
+        return _PRIMES.setdefault(tag, tag)
 
     def _header_size_at_least(self, local: str, attrs: dict[str, str]) -> int:
         """A lower bound of the header's bytes: what precedes the root tag, plus the tag as
@@ -313,36 +388,39 @@ class StreamParser:
     def _on_root_namespace(self, prefix: str | None, uri: str | None) -> None:
         self._root_ns[prefix or ""] = uri or ""
 
-    def _split_name(self, name: str) -> tuple[str, str]:
-        ns, _, local = name.rpartition(_SEP)
-        pair = (sys.intern(local), sys.intern(ns))
-        if len(self._names) < _NAME_CACHE_MAX:
-            self._names[name] = pair
-        return pair
-
     def _too_many_attributes(self) -> NoReturn:
         _refuse(StreamCondition.POLICY_VIOLATION,
                 f"more than {self._max_attrs} attributes on one element")
 
-    # -- restricted XML (RFC 6120 §11.1) and encodings (§11.6) -----------------------------
-    def _on_xml_declaration(self, version: str, encoding: str | None, standalone: int) -> None:
-        if encoding is not None and encoding.upper() != "UTF-8":
-            _refuse(StreamCondition.UNSUPPORTED_ENCODING, f"encoding {encoding!r}; only UTF-8")
+# -- restricted XML (RFC 6120 §11.1) and encodings (§11.6) ---------------------------------------
+def _on_xml_declaration(version: str, encoding: str | None, standalone: int) -> None:
+    if encoding is not None and encoding.upper() != "UTF-8":
+        _refuse(StreamCondition.UNSUPPORTED_ENCODING, f"encoding {encoding!r}; only UTF-8")
 
-    def _on_doctype(self, *_: Any) -> None:
-        _refuse(StreamCondition.RESTRICTED_XML, "DOCTYPE is not allowed")
 
-    def _on_entity_declaration(self, *_: Any) -> None:
-        _refuse(StreamCondition.RESTRICTED_XML, "entity declarations are not allowed")
+def _refusing(text: str) -> Callable[..., NoReturn]:
+    def refuse(*_: Any) -> NoReturn:
+        _refuse(StreamCondition.RESTRICTED_XML, text)
+    return refuse
 
-    def _on_external_entity(self, *_: Any) -> int:
-        _refuse(StreamCondition.RESTRICTED_XML, "external entities are not allowed")
 
-    def _on_comment(self, _data: str) -> None:
-        _refuse(StreamCondition.RESTRICTED_XML, "comments are not allowed")
+_REFUSING_HANDLERS = [  # shared by every parser
+    ("StartDoctypeDeclHandler", _refusing("DOCTYPE is not allowed")),
+    ("EntityDeclHandler", _refusing("entity declarations are not allowed")),
+    ("ExternalEntityRefHandler", _refusing("external entities are not allowed")),
+    ("CommentHandler", _refusing("comments are not allowed")),
+    ("ProcessingInstructionHandler", _refusing("processing instructions are not allowed")),
+]
 
-    def _on_processing_instruction(self, _target: str, _data: str) -> None:
-        _refuse(StreamCondition.RESTRICTED_XML, "processing instructions are not allowed")
+
+def _split_name(name: str) -> tuple[str, str]:
+    """Expat's ``uri}local`` as (local, uri), interned, remembered in the shared cache."""
+    ns, _, local = name.rpartition(_SEP)
+    pair = (sys.intern(local), sys.intern(ns))
+    if len(_NAMES) >= _NAME_CACHE_MAX:
+        _NAMES.clear()
+    _NAMES[name] = pair
+    return pair
 
 
 def _qualify(attrs: dict[str, str]) -> dict[str, str]:
