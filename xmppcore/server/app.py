@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, resolved_data_dir, resolved_storage_path
+from .. import unpredictable
 from ..jid import JID
 from ..stanza.errors import StreamCondition
 from ..storage.api import StorageDriver, create_driver
@@ -45,7 +46,7 @@ class Server:
         self.config = config
         self.storage = storage if storage is not None else self._make_storage(config)
         self.accounts = AccountManager(self.storage, iterations=config.auth.scram_iterations)
-        self.sessions = SessionRegistry(resource_factory=lambda: f"xmppcore-{secrets.token_hex(4)}")
+        self.sessions = SessionRegistry(resource_factory=lambda: f"xmppcore-{unpredictable.token_hex(4)}")
         self.hosts = {domain: Host(domain) for domain in config.domains}
         self.accounts.on_deleted(self._account_deleted)
         self.router = Router(self.hosts, self.sessions, self.accounts)

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .. import unpredictable
 from ..jid import JID
 from ..protocol import events as ev
 from ..protocol.c2s import C2SServer, C2SState
@@ -54,7 +54,7 @@ class _SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 def _new_stream_id() -> str:
-    return secrets.token_urlsafe(12)
+    return unpredictable.token_urlsafe(12)
 
 
 class ClientConnection:
@@ -71,7 +71,7 @@ class ClientConnection:
     )
 
     def __init__(self, server: Server, transport: StreamTransport, *, direct_tls: bool) -> None:
-        self.session_id = secrets.token_hex(4)
+        self.session_id = unpredictable.token_hex(4)
         self.session: ClientSession | None = None
         self._server = server
         self._transport = transport
