@@ -305,7 +305,7 @@ def setup(mod: ModuleContext) -> None:
     presence = _Presence(mod, last)
     mod.hook(hooks.PRESENCE_BROADCAST, presence.on_broadcast)
     # After the filters that may refuse the stanza (blocking runs at 100), before it is routed.
-    mod.hook(hooks.FILTER_FROM_CLIENT, presence.on_from_client, priority=-10)
+    mod.hook(hooks.FILTER_FROM_CLIENT, presence.on_from_client, priority=-10, stanzas=("presence",))
     mod.hook(hooks.PRESENCE_BARE, presence.on_bare)
     mod.hook(hooks.PRESENCE_FULL, presence.on_full)
     mod.hook(hooks.SESSION_CLOSED, presence.on_closed)
