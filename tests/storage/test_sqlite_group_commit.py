@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from xmppcore.storage import StorageDriver, StorageError, create_driver
+from xmppcore.storage.sqlite_thread import SqliteThread
 
 WRITERS = 200
 
@@ -150,3 +151,36 @@ async def test_reads_run_between_batches(opened: tuple[StorageDriver, Path]) -> 
     counts = [result for n, result in enumerate(results) if n % 2 == 0]
     assert all(isinstance(count, int) and 1 <= count <= 21 for count in counts)
     assert await store.count("reader") == 21
+
+
+async def test_callers_are_answered_in_order_while_the_next_round_runs(
+    opened: tuple[StorageDriver, Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A big round is answered in two halves, and the first half's next writes go to the thread
+    before the second half is answered (sqlite_commit.Statements._split): the loop and the
+    thread work side by side, and every write still lands in the order its caller made it."""
+    driver, path = opened
+    users = [f"u{n:03d}" for n in range(100)]
+    events: list[str] = []
+    submit = SqliteThread.submit
+
+    def spied(self: SqliteThread, fn: Any) -> Any:
+        events.append("round")
+        return submit(self, fn)
+
+    monkeypatch.setattr(SqliteThread, "submit", spied)
+
+    async def write_twice(user: str) -> None:
+        await append(driver, user)
+        events.append(user)
+        assert sql(path, f"SELECT COUNT(*) FROM archive WHERE \"user\" = '{user}'") == [(1,)]  # committed
+        await append(driver, user)
+
+    await asyncio.gather(*(write_twice(user) for user in users))
+    # One round for the first appends; its callers answered in order, with the round of the
+    # first half's second appends started between u049 and u050.
+    answered = events[events.index("round") + 1:]
+    assert answered[:51] == [*users[:50], "round"], answered[:52]
+    assert [event for event in answered if event != "round"] == users
+    # Every write lands in the order its caller made it.
+    assert archived_users(path) == users + users

@@ -9,7 +9,11 @@ StorageError, and only those.  A statement that fails on its own (SQLite undoes 
 statement) fails just its caller.
 
 A whole round runs in one trip to the connection's thread (``sqlite_thread.py``): the event
-loop pays for one hand-over per round, not one per statement (docs/performance.md).
+loop pays for one hand-over per round, not one per statement (docs/performance.md).  The loop
+and the thread work side by side: statements that arrive while a round runs are handed over as
+the next round before the finished round's callers are answered, and a big round is answered in
+two halves with the first half's next statements started in between, so that one half's commit
+runs while the other half's callers do (``Statements._split``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ _log = logging.getLogger("xmppcore.storage.sqlite")
 
 MAX_BATCH = 512  # writes committed in one transaction at most
 _STRAGGLER_ITERATIONS = 4  # loop iterations a round waits for statements still arriving
+_SPLIT_AT = 64  # a round of this many statements, with nothing waiting after it, is answered in halves
 
 Row = tuple[Any, ...]
 
@@ -97,18 +102,50 @@ class Statements:
         await asyncio.shield(self._task)
 
     async def _serve(self) -> None:
+        running: _Round | None = None  # on the connection's thread
         try:
-            while not (self._closing and not self._queued):
-                await self._wakeup.wait()
-                await self._gather_stragglers()
-                self._wakeup.clear()
-                queued, self._queued = self._queued, []
-                if queued:
-                    await self._round(queued)
+            while True:
+                if running is None:
+                    if not self._queued:
+                        if self._closing:
+                            break
+                        await self._wakeup.wait()
+                        self._wakeup.clear()
+                        continue
+                    await self._gather_stragglers()
+                    running = self._dispatch()
+                outcomes = await running.outcomes()
+                done, running = running, None
+                if self._queued:
+                    # What arrived while the thread was busy goes to it at once, and this round's
+                    # callers run on the loop meanwhile: the loop and the thread work side by side.
+                    running = self._dispatch()
+                    done.answer(outcomes)
+                elif len(done.statements) >= _SPLIT_AT and not self._closing:
+                    running = await self._split(done, outcomes)
+                else:
+                    done.answer(outcomes)
         finally:
             failure = StorageError("sqlite storage driver closed")
-            for statement in self._queued:
+            # Only when this task is cancelled is a round left running: its outcome is unknown.
+            for statement in [*(running.statements if running is not None else ()), *self._queued]:
                 statement.failed(failure)
+
+    async def _split(self, done: _Round, outcomes: list[Outcome]) -> _Round | None:
+        """Answer a big round in two halves, with the first half's next statements started on the
+        thread in between; the round started, if any.
+
+        Otherwise, with every caller waiting on the same round, the loop and the thread would
+        take turns: all callers run while the thread idles, then all wait while it commits.
+        After one split the two halves alternate by themselves (see ``_serve``): one half's
+        statements are committed while the other half's callers run (docs/performance.md).
+        """
+        half = len(done.statements) // 2
+        done.answer(outcomes, stop=half)
+        await self._gather_stragglers()
+        running = self._dispatch() if self._queued else None
+        done.answer(outcomes, start=half)
+        return running
 
     async def _gather_stragglers(self) -> None:
         """Let the callers the last round woke queue their next statements before this round starts.
@@ -124,16 +161,38 @@ class Statements:
             if len(self._queued) == before:
                 return
 
-    async def _round(self, queued: list[_Statement]) -> None:
+    def _dispatch(self) -> _Round:
+        """Hand what is queued to the connection's thread as one round."""
+        queued, self._queued = self._queued, []
         reads = [statement for statement in queued if not statement.write]
         writes = [statement for statement in queued if statement.write]
         batches = [writes[start:start + MAX_BATCH] for start in range(0, len(writes), MAX_BATCH)]
         work = ([(s.sql, s.params) for s in reads], [[(s.sql, s.params) for s in batch] for batch in batches])
         try:
-            outcomes = await self._conn.call(lambda conn: _run_round(conn, *work))
+            future = self._conn.submit(lambda conn: _run_round(conn, *work))
+        except _SQL_ERRORS as exc:  # the connection is closed
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+        return _Round([*reads, *writes], future)
+
+
+class _Round:
+    """Statements handed to the connection's thread together, in the order they run."""
+
+    __slots__ = ("future", "statements")
+
+    def __init__(self, statements: list[_Statement], future: asyncio.Future[list[Outcome]]) -> None:
+        self.statements, self.future = statements, future
+
+    async def outcomes(self) -> list[Outcome]:
+        try:
+            return await self.future
         except _SQL_ERRORS as exc:  # the connection is gone
-            outcomes = [exc] * len(queued)
-        for statement, outcome in zip([*reads, *writes], outcomes, strict=True):
+            return [exc] * len(self.statements)
+
+    def answer(self, outcomes: list[Outcome], start: int = 0, stop: int | None = None) -> None:
+        """Answer the callers of ``statements[start:stop]``, in order."""
+        for statement, outcome in zip(self.statements[start:stop], outcomes[start:stop], strict=True):
             if isinstance(outcome, BaseException):
                 statement.failed(outcome)
             else:

@@ -37,10 +37,15 @@ class SqliteThread:
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the thread; its result or exception comes back here."""
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Hand ``fn(connection)`` to the thread now; a future of its result.  The thread starts
+        on it at once (or after what was submitted before), while the caller goes on."""
         conn = self._conn
         if conn is None:
             raise ValueError("the sqlite connection is closed")
-        return await self._run(lambda: fn(conn))
+        return asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(conn))
 
     async def close(self) -> None:
         """Close the connection (on its thread) and let the thread end."""
