@@ -222,6 +222,10 @@ class BrokenArchiveDriver(MemoryDriver):
             async def append(self, user: str, value: JSONValue, *, when: float, with_jid: str = "") -> str:
                 raise StorageError("the disk is full")
 
+            async def start_append(self, user: str, value: JSONValue, *, when: float,
+                                   with_jid: str = "") -> tuple[str, asyncio.Future[None]]:
+                raise StorageError("the disk is full")
+
             query, delete, count = inner.query, inner.delete, inner.count
 
         return Broken()

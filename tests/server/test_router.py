@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -315,26 +314,3 @@ async def test_a_crashing_filter_lets_nothing_through_and_tells_the_sender(
     assert error_of(alice.take_one()) == ("cancel", "internal-server-error")
     await h.send(alice, "<iq to='bob@localhost/pc' type='result' id='r1'/>")
     assert bob.take() == [] and alice.take() == []  # a response is never answered
-
-
-# -- work a filter leaves for after routing (StanzaEvent.pending) --------------------------------
-async def test_a_stanza_is_routed_before_the_work_its_filter_left_and_handled_after_it(h: ScenarioHarness) -> None:
-    alice = await h.online("alice", "phone")
-    bob = await h.online("bob", "pc")
-    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def leave_work(event: hooks.StanzaEvent) -> None:
-        assert event.pending is not None  # a stanza from a client carries the list
-        event.pending.append(gate)
-
-    h.host().bus.add(hooks.FILTER_FROM_CLIENT, leave_work)
-    routing = asyncio.ensure_future(h.send(alice, "<message to='bob@localhost/pc' id='m1'><body>hi</body></message>"))
-    for _ in range(100):  # loop iterations, no timer: until the message is delivered
-        if bob.take():
-            break
-        await asyncio.sleep(0)
-    else:
-        pytest.fail("the message waited for the filter's work")
-    assert not routing.done()  # not handled (no XEP-0198 ack) before that work is done
-    gate.set_result(None)
-    await routing

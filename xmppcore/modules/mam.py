@@ -29,9 +29,15 @@ Resent messages are archived once (:mod:`.mam_resends`): a message with an XEP-0
 carries is not archived again, in the sender's archive nor in the recipient's, and a received one
 is stamped with the id of that entry.
 
-The hooks cannot swap the stanza the router carries, so a message that needs a change is routed
-again as a changed copy and the original stops; the copy's second pass is known and not
-archived twice.  Handlers that need the stanza-id (carbons) belong below :data:`STAMP_PRIORITY`.
+The recipient's copy goes down the hook chain stamped (``hooks.Replace``); handlers that need the
+stanza-id (carbons) belong below :data:`STAMP_PRIORITY`.
+
+Both copies are written with ``ArchiveStore.start_append``: the id is known at once, and within a
+client's routing the commit is promised to it (``server/durability.py``) instead of awaited, so
+the client's next message is routed meanwhile.  Nobody sees the id before the commit: the
+recipient's sessions hold the stamped message until then, and the sender's message counts as
+handled (XEP-0198) only once both copies are committed.  Elsewhere (a message from another
+server) the commit is awaited here, before delivery.
 
 Queries, the form, metadata (:mod:`.mam_query`), preferences and the per-account retention
 (:mod:`.mam_prefs`) are IQs to the account's bare JID; only the account itself is answered,
@@ -59,7 +65,7 @@ from xmppcore.modules.mam_prefs import (
 from xmppcore.modules.mam_query import ArchiveQueries
 from xmppcore.modules.mam_resends import ORIGIN_FIELD, ResendIndex
 from xmppcore.modules.offline import NS_HINTS, encode_stanza, resend_key
-from xmppcore.server import hooks
+from xmppcore.server import durability, hooks
 from xmppcore.server.iq import IqHandler, IqRequest
 from xmppcore.server.module_api import IqScope, IqType, KeyedLock, ModuleContext, Xep
 from xmppcore.stanza.errors import Condition, StanzaError
@@ -159,13 +165,9 @@ class _Archiver:
         stanza, owner = event.stanza, event.sender.bare
         if not archivable(stanza) or event.to.bare == owner:
             return None  # a message to oneself is archived once, when it arrives
-        work = self._archive_sent(owner, event.to, stanza, resend_key(stanza, event.sender))
-        if event.pending is None:
-            await work
-        else:
-            # The sender's copy is written while the message is routed (the recipient's copy
-            # then shares its commit), and is committed before the message counts as handled.
-            event.pending.append(asyncio.ensure_future(work))
+        # Its commit is promised to the routing (server/durability.py): the message goes on at
+        # once, and counts as handled (XEP-0198) only once its copy is committed.
+        await self._archive_sent(owner, event.to, stanza, resend_key(stanza, event.sender))
         return None
 
     async def _archive_sent(self, owner: JID, to: JID, stanza: Element, key: str | None) -> None:
@@ -218,7 +220,12 @@ class _Archiver:
         return (await self._ids.codec()).encode(storage_id)
 
     async def _append(self, owner: JID, partner: JID, stanza: Element, direction: str, key: str | None) -> str:
-        """Archive ``stanza`` for ``owner``; its storage id."""
+        """Archive ``stanza`` for ``owner``; its storage id.
+
+        The entry is committed before anyone sees the id: here, or — when the routing under way
+        collects commitments (server/durability.py) — before the stanzas it stamps are delivered
+        and before the message counts as handled, while the routing goes on.
+        """
         user = owner.local
         await self._retention.purge(user)
         value = encode_stanza(stanza)
@@ -226,7 +233,21 @@ class _Archiver:
         entry: dict[str, JSONValue] = {**value, "with": str(partner), "dir": direction}
         if key is not None:
             entry[ORIGIN_FIELD] = key  # in the same row as the message: no crash parts them
-        return await self._archive.append(user, entry, when=self._mod.now(), with_jid=str(partner.bare))
+        storage_id, committed = await self._archive.start_append(
+            user, entry, when=self._mod.now(), with_jid=str(partner.bare))
+        if durability.promise(committed):
+            committed.add_done_callback(lambda done: self._check_commit(done, owner))
+        else:
+            await committed
+        return storage_id
+
+    def _check_commit(self, committed: asyncio.Future[None], owner: JID) -> None:
+        """A promised entry that was not committed: say so, and forget the resend look-back that
+        may name it (it is read again from storage when next needed)."""
+        if committed.cancelled() or committed.exception() is None:
+            return
+        self._resends.forget(owner.local)
+        self._mod.log.error("an archive entry of %s was not committed: %s", owner, committed.exception())
 
 
 def _own_archive_only(handler: IqHandler) -> IqHandler:

@@ -4,8 +4,9 @@ STARTTLS upgrades the transport; credentials come from the account store after t
 throttle's delay; in-band registration requests (XEP-0077) go to the host's
 ``REGISTRATION_REQUESTED`` handler, when it has one; binding goes through the session registry;
 stanzas are routed one at a time, in order, with backpressure on the socket when the router
-falls behind, and each one is reported to the core once routed (XEP-0198 acknowledges no
-earlier).  The session a connection binds is a :class:`~.stream_management.ClientSession`, which
+falls behind, and each one is reported to the core once routed and once what its routing wrote is
+committed (XEP-0198 acknowledges no earlier; ``durability.py``: the next stanza is routed while
+those writes commit).  The session a connection binds is a :class:`~.stream_management.ClientSession`, which
 a later connection may resume (XEP-0198 §5).
 
 XEP-0352 client state changes travel the same ordered path as stanzas and reach the modules as
@@ -32,11 +33,12 @@ from ..storage.api import StorageError
 from ..transport.tcp import StreamTransport
 from ..transport.tls import tls_exporter
 from ..xml.element import Element
-from . import hooks
+from . import durability, hooks
 from .stream_management import ClientSession
 
 if TYPE_CHECKING:
     from .app import Server
+    from .router import Router
 
 __all__ = ["ClientConnection"]
 
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _QUEUE_HIGH = 256   # inbound stanzas waiting for the router before we stop reading
 _QUEUE_LOW = 32
+_MAX_UNCOMMITTED = 64  # routed stanzas whose writes are still committing, before routing waits
 
 
 class _SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -294,23 +297,25 @@ class ClientConnection:
 
     async def _route_inbound(self, inbox: deque[Element | ev.ClientStateChanged]) -> None:
         """Route what waits, one at a time, in order; end when nothing does (an idle session
-        keeps no task), after the stream's end once its last stanza is routed."""
+        keeps no task), after the stream's end once its last stanza is routed and committed.
+
+        A routing may leave writes committing (server/durability.py): the next stanza is routed
+        at once, so that one group commit carries several of this connection's messages, and
+        each stanza counts as handled — XEP-0198 §4: delivered or stored — once its writes are
+        committed, in order.  What those writes name reaches no client before (the sessions hold
+        it), so the order of what each recipient gets is the order of routing.
+        """
         router = self._server.router
+        uncommitted: deque[durability.Commitments] = deque()  # routed, in order, not yet handled
         try:
-            while inbox:
-                item = inbox.popleft()
-                session = self.session
-                assert session is not None  # the core emits stanzas only once bound or resumed
-                if isinstance(item, ev.ClientStateChanged):
-                    await self._client_state(session, item.active)  # a nonza: XEP-0198 does not count it
+            while inbox or uncommitted:
+                if inbox and len(uncommitted) < _MAX_UNCOMMITTED:
+                    await self._route_one(router, inbox.popleft(), uncommitted)
                 else:
-                    try:
-                        await router.route_from_client(session, item)
-                    except Exception:
-                        self._log.exception("routing <%s/> failed", item.name)
-                    # XEP-0198 §4: delivered or stored, so now it counts as handled (an error reply to
-                    # the client went out before this, like any other answer).
-                    self.core.stanza_handled()
+                    await uncommitted[0].wait()
+                while uncommitted and uncommitted[0].done:
+                    uncommitted.popleft()
+                    self.core.stanza_handled()  # an error reply to the client went out before, like any answer
                 self._transport.pump_soon()  # answers and acks leave with whatever else this iteration queued
                 if self._reading_paused and len(inbox) <= _QUEUE_LOW:
                     self._reading_paused = False
@@ -319,6 +324,20 @@ class ClientConnection:
             self._worker = self._inbox = None
             if self._ended:
                 self._set_drained()
+
+    async def _route_one(self, router: Router, item: Element | ev.ClientStateChanged,
+                         uncommitted: deque[durability.Commitments]) -> None:
+        session = self.session
+        assert session is not None  # the core emits stanzas only once bound or resumed
+        if isinstance(item, ev.ClientStateChanged):
+            await self._client_state(session, item.active)  # a nonza: XEP-0198 does not count it
+            return
+        with durability.collecting() as commitments:
+            try:
+                await router.route_from_client(session, item)
+            except Exception:
+                self._log.exception("routing <%s/> failed", item.name)
+        uncommitted.append(commitments)
 
     async def _client_state(self, session: ClientSession, active: bool) -> None:
         """XEP-0352: tell the modules, while this stream still carries the session (a filter

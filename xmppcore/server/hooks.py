@@ -75,10 +75,6 @@ class StanzaEvent:
     sender: JID
     to: JID
     origin: Session | None = None   # the local session it came from, if any
-    # FILTER_FROM_CLIENT only: work a handler started that must be done before the stanza counts
-    # as handled (XEP-0198 acknowledges it then) but need not hold up its routing, such as the
-    # sender's archive copy (XEP-0313); the router awaits it after routing the stanza.
-    pending: list[Awaitable[object]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

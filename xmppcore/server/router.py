@@ -67,24 +67,19 @@ class Router:
                 self._reply_error(session, stamped, Condition.JID_MALFORMED)
                 return
         host = self._hosts.get(full.domain)
-        pending: list[Awaitable[object]] = []
-        try:
-            if host is not None:
-                event = hooks.StanzaEvent(stamped, full, to, session, pending)
-                try:
-                    if await host.bus.fire(hooks.FILTER_FROM_CLIENT, event):
-                        return
-                except hooks.HookFailed:
-                    # A check could not run (e.g. storage is down): refuse rather than guess.
-                    self._reply_error(session, stamped, Condition.INTERNAL_SERVER_ERROR)
+        if host is not None:
+            event = hooks.StanzaEvent(stamped, full, to, session)
+            try:
+                if await host.bus.fire(hooks.FILTER_FROM_CLIENT, event):
                     return
-                if stanza.name == "presence" and target is None:
-                    await host.bus.fire(hooks.PRESENCE_BROADCAST, event)
-                    return
-            await self.route(stamped, full, to, origin=session)
-        finally:
-            for work in pending:  # what the filters started runs alongside the routing
-                await work
+            except hooks.HookFailed:
+                # A check could not run (e.g. storage is down): refuse rather than guess.
+                self._reply_error(session, stamped, Condition.INTERNAL_SERVER_ERROR)
+                return
+            if stanza.name == "presence" and target is None:
+                await host.bus.fire(hooks.PRESENCE_BROADCAST, event)
+                return
+        await self.route(stamped, full, to, origin=session)
 
     @staticmethod
     def _is_own_address(claimed: str, full: JID) -> bool:

@@ -30,7 +30,8 @@ from ..protocol import events as ev
 from ..protocol.stream_management import SmPolicy, SmSession
 from ..stanza.errors import StreamCondition
 from ..xml.element import Element
-from . import hooks
+from . import durability, hooks
+from .durability import Commitments
 from .sessions import Session
 
 if TYPE_CHECKING:
@@ -48,7 +49,9 @@ _REMEMBERED_ENDS = 10_000  # ended sessions whose final 'h' a late <resume/> is 
 class ClientSession(Session):
     """A bound client session, carried by a connection or, for a while, by none (detached)."""
 
-    __slots__ = ("_runtime", "connection", "_last_connection", "sm", "_expiry", "_resuming", "ended", "_flushed")
+    __slots__ = (
+        "_runtime", "connection", "_last_connection", "sm", "_expiry", "_resuming", "ended", "_flushed", "_held",
+    )
 
     def __init__(self, runtime: StreamManagementRuntime, connection: ClientConnection) -> None:
         super().__init__(connection.session_id)
@@ -60,6 +63,8 @@ class ClientSession(Session):
         self._resuming = False
         self.ended = False
         self._flushed = False
+        # Stanzas waiting, in order, for the commitments of the routing that delivered them.
+        self._held: collections.deque[tuple[Element, Commitments | None]] | None = None
 
     @property
     def detached(self) -> bool:
@@ -67,6 +72,41 @@ class ClientSession(Session):
 
     # -- Session -----------------------------------------------------------------------------------
     def deliver(self, stanza: Element) -> None:
+        """Send ``stanza`` to the client — once what the routing delivering it wrote is committed
+        (server/durability.py: an archive id it carries must not be seen before), and after
+        every stanza held before it."""
+        waiting = durability.unfinished()
+        held = self._held
+        if held is None:
+            if waiting is None:
+                self._deliver_now(stanza)
+                return
+            held = self._held = collections.deque()
+        held.append((stanza, waiting))
+        if len(held) == 1:
+            self._release_held()
+
+    def _release_held(self) -> None:
+        """Deliver the held stanzas whose commitments are done, up to the first that waits."""
+        held = self._held
+        while held:
+            stanza, waiting = held[0]
+            if waiting is not None and not waiting.done:
+                waiting.when_done(self._release_held)
+                return
+            held.popleft()
+            self._deliver_now(stanza)
+        self._held = None
+
+    async def _held_delivered(self) -> None:
+        """Return once no stanza is held (each commitment it waits for is bounded: a commit)."""
+        while self._held:
+            _, waiting = self._held[0]
+            if waiting is not None:
+                await waiting.wait()
+            self._release_held()
+
+    def _deliver_now(self, stanza: Element) -> None:
         connection = self.connection
         if connection is not None:
             connection.send(stanza)
@@ -150,6 +190,7 @@ class ClientSession(Session):
         # RFC 6121 §4.5.2: what the session sent before its stream ended (an unavailable presence
         # with its status) is routed before the modules speak for it.
         await self._last_connection.inbound_done()
+        await self._held_delivered()  # into the XEP-0198 queue, below, or nowhere without it
         if self.sm is not None:
             self._flushed = True
             await self._runtime.reroute(self.sm.take_unacknowledged(), self.session_id)

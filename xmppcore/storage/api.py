@@ -12,6 +12,7 @@ the backing store is a StorageError.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 from collections.abc import Sequence
@@ -82,6 +83,17 @@ class ArchiveStore(Protocol):
         self, user: str, value: JSONValue, *, when: float, with_jid: str = ""
     ) -> str:
         """Append an item and return its new id; durable when the call returns."""
+
+    async def start_append(
+        self, user: str, value: JSONValue, *, when: float, with_jid: str = ""
+    ) -> tuple[str, asyncio.Future[None]]:
+        """Append an item; return its new id as soon as it is known, and a future done once the
+        item is committed (failed with StorageError when it is not).
+
+        Until that future is done, the id must not be shown to anyone: a crash may undo the
+        append, and a later one may get the same id (``server/durability.py`` holds what
+        carries it).  A driver that learns the id only from the commit returns a done future.
+        """
 
     async def query(
         self,
@@ -154,6 +166,13 @@ def create_driver(kind: str, *, path: str | None = None, dsn: str | None = None)
 # which is what the SQL drivers' id columns are.
 _ID_WIDTH = 19
 _MAX_ID = 2**63 - 1
+
+
+def _committed() -> asyncio.Future[None]:
+    """A future already done: for ``start_append`` where the id came with the commit."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
 
 
 def _format_archive_id(number: int) -> str:

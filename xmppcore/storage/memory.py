@@ -9,12 +9,13 @@ fails under test exactly as it would in production. Data lives as long as the dr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .api import (
     ArchiveItem, ArchiveStore, JSONValue, KeyValueStore, MapStore, StorageError, _ArchiveQuery,
-    _decode_value, _encode_value, _format_archive_id, _parse_archive_ids,
+    _committed, _decode_value, _encode_value, _format_archive_id, _parse_archive_ids,
 )
 
 __all__ = ["MemoryDriver"]
@@ -148,6 +149,11 @@ class _MemoryArchiveStore:
         row = _Row(self._driver._next_number(), float(when), with_jid, text)
         self._rows.setdefault(user, []).append(row)
         return _format_archive_id(row.number)
+
+    async def start_append(
+        self, user: str, value: JSONValue, *, when: float, with_jid: str = ""
+    ) -> tuple[str, asyncio.Future[None]]:
+        return await self.append(user, value, when=when, with_jid=with_jid), _committed()
 
     async def query(
         self,

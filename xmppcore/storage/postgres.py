@@ -20,7 +20,7 @@ import asyncpg
 
 from .api import (
     ArchiveItem, ArchiveStore, JSONValue, KeyValueStore, MapStore, StorageError, _ArchiveQuery,
-    _decode_value, _encode_value, _format_archive_id, _parse_archive_ids,
+    _committed, _decode_value, _encode_value, _format_archive_id, _parse_archive_ids,
 )
 
 __all__ = ["PostgresDriver", "SCHEMA_VERSION"]
@@ -255,6 +255,12 @@ class _PostgresArchiveStore:
             *self._ns, user, float(when), with_jid, _encode_value(value),
         )
         return _format_archive_id(number)
+
+    async def start_append(
+        self, user: str, value: JSONValue, *, when: float, with_jid: str = ""
+    ) -> tuple[str, asyncio.Future[None]]:
+        # The id comes from the database's sequence, with the commit.
+        return await self.append(user, value, when=when, with_jid=with_jid), _committed()
 
     async def query(
         self,

@@ -13,6 +13,7 @@ writers share one transaction and one fsync, each answered only once it is commi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -93,6 +94,10 @@ class SqliteDriver:
         self._path = path
         self._conn: SqliteThread | None = None
         self._statements: _Statements | None = None
+        # The last archive id handed out.  This process names new entries itself, so that
+        # ``start_append`` can return an id before the commit: one process writes the archive
+        # (docs/decisions/0003-durability.md), and AUTOINCREMENT keeps ids above every id used.
+        self._last_archive_id = 0
 
     async def open(self) -> None:
         if self._conn is not None:
@@ -101,6 +106,7 @@ class SqliteDriver:
         try:
             await conn.call(_configure)
             version = await conn.call(_migrate)
+            self._last_archive_id = await conn.call(_last_archive_id)
         except BaseException:
             await _close_quietly(conn)
             raise
@@ -149,13 +155,46 @@ class SqliteDriver:
         return await self._statement(sql, params, write=True)
 
     async def _statement(self, sql: str, params: Sequence[Any], *, write: bool) -> list[_Row]:
+        return await self._queue_write(sql, params) if write else await self._queue(sql, params, write=False)
+
+    def _queue_write(self, sql: str, params: Sequence[Any]) -> asyncio.Future[list[_Row]]:
+        """Queue a write now; a future of its rows once committed."""
+        return self._queue(sql, params, write=True)
+
+    def _queue(self, sql: str, params: Sequence[Any], *, write: bool) -> asyncio.Future[list[_Row]]:
         statements = self._statements
         if statements is None:
             raise StorageError("sqlite storage driver is not open")
-        return await statements.run(sql, params, write=write)
+        return statements.queue(sql, params, write=write)
+
+    def _new_archive_id(self) -> int:
+        self._last_archive_id += 1
+        return self._last_archive_id
+
+
+def _pass_on(done: asyncio.Future[list[_Row]], committed: asyncio.Future[None]) -> None:
+    """Complete ``committed`` as the statement's future ``done`` completed."""
+    if committed.done():
+        return
+    if done.cancelled():
+        committed.cancel()
+    elif (exc := done.exception()) is not None:
+        committed.set_exception(exc)
+    else:
+        committed.set_result(None)
 
 
 # -- on the connection's thread (SqliteThread.call) -----------------------------------------------
+def _last_archive_id(conn: sqlite3.Connection) -> int:
+    """The highest archive id ever used: AUTOINCREMENT's record of it, or a row's (an id must
+    never come back, even after its row is deleted)."""
+    row = conn.execute(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'archive'), 0), "
+        "COALESCE((SELECT MAX(id) FROM archive), 0))"
+    ).fetchone()
+    return int(row[0])
+
+
 def _configure(conn: sqlite3.Connection) -> None:
     try:
         # WAL persists in the file; the other settings are per connection.
@@ -307,12 +346,27 @@ class _SqliteArchiveStore:
     async def append(
         self, user: str, value: JSONValue, *, when: float, with_jid: str = ""
     ) -> str:
-        rows = await self._driver._write(
-            'INSERT INTO archive (host, store, "user", "when", with_jid, value) '
-            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            (*self._ns, user, float(when), with_jid, _encode_value(value)),
+        archive_id, committed = self._insert(user, value, when, with_jid)
+        await committed
+        return archive_id
+
+    async def start_append(
+        self, user: str, value: JSONValue, *, when: float, with_jid: str = ""
+    ) -> tuple[str, asyncio.Future[None]]:
+        archive_id, rows = self._insert(user, value, when, with_jid)
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        rows.add_done_callback(lambda done: _pass_on(done, committed))
+        return archive_id, committed
+
+    def _insert(self, user: str, value: JSONValue, when: float, with_jid: str) -> tuple[str, asyncio.Future[list[_Row]]]:
+        """Queue the row under a new id; the id, and the future of its commit."""
+        text = _encode_value(value)
+        number = self._driver._new_archive_id()
+        rows = self._driver._queue_write(
+            'INSERT INTO archive (id, host, store, "user", "when", with_jid, value) VALUES (?, ?, ?, ?, ?, ?, ?)',
+            (number, *self._ns, user, float(when), with_jid, text),
         )
-        return _format_archive_id(rows[0][0])
+        return _format_archive_id(number), rows
 
     async def query(
         self,

@@ -87,13 +87,17 @@ class Statements:
         self._task = asyncio.ensure_future(self._serve())
 
     async def run(self, sql: str, params: Sequence[Any], *, write: bool) -> list[Row]:
+        # A caller cancelled meanwhile cancels its future, not the statement: it still runs.
+        return await self.queue(sql, params, write=write)
+
+    def queue(self, sql: str, params: Sequence[Any], *, write: bool) -> asyncio.Future[list[Row]]:
+        """Queue a statement now; a future of its rows (a write's: once committed)."""
         if self._closing or self._task.done():
             raise StorageError("sqlite storage driver is not open")
         statement = _Statement(sql, params, write)
         self._queued.append(statement)
         self._wakeup.set()
-        # A caller cancelled meanwhile cancels its future, not the statement: it still runs.
-        return await statement.rows
+        return statement.rows
 
     async def close(self) -> None:
         """Run what is queued, then stop."""
