@@ -287,6 +287,21 @@ async def test_archive_ids_are_never_reused(driver: StorageDriver) -> None:
     assert later not in first and later > max(first)
 
 
+async def test_archive_start_append_names_the_entry_at_once_and_says_when_it_is_committed(
+        driver: StorageDriver) -> None:
+    store = driver.archive("example.org", "mam")
+    before = await store.append("juliet", 0, when=1.0)
+    started = [await store.start_append("juliet", n, when=2.0, with_jid="romeo@x") for n in (1, 2)]
+    after = await store.append("juliet", 3, when=3.0)
+    for _, committed in started:
+        assert await committed is None
+    ids = [before, *(archive_id for archive_id, _ in started), after]
+    assert len(set(ids)) == 4
+    items = await store.query("juliet")
+    assert [(item.id, item.value) for item in items] == list(zip(ids, range(4), strict=True))
+    assert [item.id for item in await store.query("juliet", with_jid="romeo@x")] == ids[1:3]
+
+
 async def test_archive_isolated_by_host_and_store(driver: StorageDriver) -> None:
     stores = [driver.archive(h, s) for h, s in (("a", "mam"), ("b", "mam"), ("a", "offline"))]
     for n, store in enumerate(stores):
@@ -343,6 +358,25 @@ async def test_data_survives_close_and_reopen(persistent_backend: Backend) -> No
     [item] = await second.archive("h", "offline").query("juliet")
     assert (item.id, item.when, item.value) == (item_id, 42.0, {"body": "hi"})
     assert await second.archive("h", "offline").append("juliet", 2, when=43.0) > item_id
+
+
+async def test_archive_ids_never_come_back_after_reopening(persistent_backend: Backend) -> None:
+    first = persistent_backend.make()
+    await first.open()
+    store = first.archive("h", "mam")
+    used = [await store.append("juliet", n, when=1.0) for n in range(3)]
+    newest, committed = await store.start_append("juliet", 3, when=1.0)
+    await committed
+    used.append(newest)
+    assert await store.delete("juliet", [newest]) == 1  # the newest row is gone, its id is not free
+    await first.close()
+    second = persistent_backend.make()
+    await second.open()
+    again = await second.archive("h", "mam").append("juliet", 4, when=2.0)
+    later, _ = await second.archive("h", "mam").start_append("juliet", 5, when=2.0)
+    assert again not in used and later not in used
+    numbers = [int(archive_id) for archive_id in [*used, again, later]]
+    assert numbers == sorted(numbers)  # still in the order they were made
 
 
 async def test_each_write_is_committed_when_it_returns(persistent_backend: Backend) -> None:
