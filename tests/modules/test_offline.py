@@ -259,6 +259,34 @@ async def test_delivered_messages_are_gone(h: ScenarioHarness) -> None:
     assert phone.take() == [] and await stored(h) == 0
 
 
+async def test_a_queue_found_empty_is_read_again_once_a_message_is_stored(
+        h: ScenarioHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A login that finds (or leaves) the queue empty lets the next logins skip the query, until
+    # a message is stored for the account again.
+    archive = h.server.storage.archive("localhost", "offline")
+    queries: list[str] = []
+    query = type(archive).query
+
+    async def counted(self: Any, user: str, **filters: Any) -> Any:
+        queries.append(user)
+        return await query(self, user, **filters)
+
+    monkeypatch.setattr(type(archive), "query", counted)
+    pc = await come_online(h, "pc")
+    assert pc.take() == [] and queries == ["bob"]
+    await h.disconnect(pc)
+    pc = await come_online(h, "pc")
+    assert pc.take() == [] and queries == ["bob"]  # known empty: no query
+    await h.disconnect(pc)
+    alice = await h.online("alice", "home")
+    await h.send(alice, "<message to='bob@localhost' id='m1'><body>while you were out</body></message>")
+    pc = await come_online(h, "pc")
+    assert [m.get("id") for m in pc.take()] == ["m1"]
+    await h.disconnect(pc)
+    pc = await come_online(h, "pc")
+    assert pc.take() == [] and await stored(h) == 0
+
+
 async def test_only_the_resource_that_logs_in_gets_them(h: ScenarioHarness) -> None:
     alice = await h.online("alice", "home")
     await h.send(alice, "<message to='bob@localhost'><body>for one</body></message>")

@@ -79,7 +79,7 @@ def setup(mod: ModuleContext) -> None:
 
     async def record_logout(session: Session, status: str) -> None:
         assert session.jid is not None
-        if not await mod.account_exists(session.jid.local):
+        if mod.account_deleted(session.jid.local):
             return  # the account was deleted (XEP-0077 §3.2) and its sessions closed after
         await store.set(session.jid.local, {"when": mod.now(), "status": status})
 

@@ -197,6 +197,10 @@ class _AccountQueues(KeyedLock):
     def __init__(self) -> None:
         super().__init__()
         self.flushing: dict[str, asyncio.Event] = {}  # set when that account's delivery ends
+        # Accounts whose queue is known to be empty: a login then costs no query.  Kept true
+        # under the account's lock: a delivery that emptied the queue adds the account, storing
+        # a message removes it.  (One process stores offline messages, as for the other caches.)
+        self.empty: set[str] = set()
 
     async def wait_for_delivery(self, user: str) -> None:
         """Return once no delivery of ``user``'s stored messages is under way."""
@@ -237,18 +241,22 @@ def setup(mod: ModuleContext) -> None:
         if session.jid is None or not session.available or session.priority < 0:
             return  # XEP-0160 §2: only non-negative available presence takes the messages
         user = session.jid.local
+        if user in queues.empty:
+            return  # nothing stored since the queue was last emptied
         await queues.wait_for_delivery(user)
         done = asyncio.Event()
         queues.flushing[user] = done
         try:
             async with queues.locked(user):
-                await _deliver_all(mod, archive, session)
+                if await _deliver_all(mod, archive, session):
+                    queues.empty.add(user)
         finally:
             del queues.flushing[user]
             done.set()
 
     async def forget_account(event: hooks.AccountEvent) -> None:
         async with queues.locked(event.jid.local):
+            queues.empty.discard(event.jid.local)
             await archive.delete(event.jid.local)  # nobody will log in to read them
 
     mod.add_feature(FEATURE)
@@ -289,6 +297,7 @@ async def _store(
         if await archive.count(user) >= options.max_messages:
             mod.log.info("offline queue of %s is full (%d messages)", event.to.bare, options.max_messages)
             return _Outcome.FULL
+        queues.empty.discard(user)  # before the append: a failed one may still have stored it
         await archive.append(user, value, when=mod.now(), with_jid=key or str(event.sender.bare))
     except StorageError:
         mod.log.exception("cannot store an offline message for %s", event.to.bare)
@@ -300,8 +309,9 @@ def _still_bound(mod: ModuleContext, session: Session) -> bool:
     return session.available and any(s is session for s in mod.sessions_of(session.full_jid.bare))
 
 
-async def _deliver_all(mod: ModuleContext, archive: ArchiveStore, session: Session) -> None:
-    """Deliver the account's stored messages to ``session`` oldest first, deleting each batch after."""
+async def _deliver_all(mod: ModuleContext, archive: ArchiveStore, session: Session) -> bool:
+    """Deliver the account's stored messages to ``session`` oldest first, deleting each batch
+    after; whether the queue is now known to be empty."""
     user = session.full_jid.local
     after: str | None = None
     while _still_bound(mod, session):
@@ -309,19 +319,20 @@ async def _deliver_all(mod: ModuleContext, archive: ArchiveStore, session: Sessi
             items = await archive.query(user, after_id=after, limit=_BATCH)
         except StorageError:
             mod.log.exception("cannot read the offline messages of %s", session.full_jid.bare)
-            return
+            return False
         if not items:
-            return
+            return True  # every earlier batch was delivered (or dropped as damaged) and deleted
         handed = _hand_over(mod, session, items)
         if handed:
             try:
                 await archive.delete(user, handed)
             except StorageError:
                 mod.log.exception("cannot delete delivered offline messages of %s", session.full_jid.bare)
-                return
+                return False
         if len(handed) < len(items):
-            return  # the session went away: the rest stays for its next login
+            return False  # the session went away: the rest stays for its next login
         after = items[-1].id
+    return False
 
 
 def _hand_over(mod: ModuleContext, session: Session, items: list[ArchiveItem]) -> list[str]:

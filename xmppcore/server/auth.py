@@ -21,6 +21,7 @@ from ..storage.api import KeyValueStore, StorageDriver
 __all__ = ["AccountError", "AccountManager", "DeletionListener", "normalize_username"]
 
 ACCOUNTS_STORE = "accounts"
+_REMEMBERED_DELETIONS = 10_000  # accounts deleted by this process that deleted_here() knows
 
 # Called with (host, normalised username) once an account is gone.
 DeletionListener = Callable[[str, str], Awaitable[None]]
@@ -49,6 +50,9 @@ class AccountManager:
         self._iterations = iterations
         self._stores: dict[str, KeyValueStore] = {}
         self._deletion_listeners: list[DeletionListener] = []
+        # Accounts this process deleted, newest last (bounded): their sessions close after the
+        # deletion, and what modules record at a logout must not bring them back.
+        self._deleted: dict[tuple[str, str], None] = {}
 
     def on_deleted(self, listener: DeletionListener) -> Callable[[], None]:
         """Call ``listener`` after each deletion; returns the function that removes it."""
@@ -87,6 +91,7 @@ class AccountManager:
         if await store.get(user) is not None:
             raise AccountError(f"{user}@{host} already exists")
         await store.set(user, {"scram": self._derive(password), "created": time.time()})
+        self._deleted.pop((host, user), None)
         return user
 
     async def set_password(self, host: str, username: str, password: str) -> None:
@@ -104,8 +109,18 @@ class AccountManager:
         if await store.get(user) is None:
             raise AccountError(f"{user}@{host} does not exist")
         await store.set(user, None)
+        self._deleted[(host, user)] = None
+        if len(self._deleted) > _REMEMBERED_DELETIONS:
+            del self._deleted[next(iter(self._deleted))]
         for listener in tuple(self._deletion_listeners):
             await listener(host, user)
+
+    def deleted_here(self, host: str, username: str) -> bool:
+        """Whether this process deleted the account (and it was not made again since)."""
+        try:
+            return (host, normalize_username(username)) in self._deleted
+        except AccountError:
+            return False
 
     async def exists(self, host: str, username: str) -> bool:
         try:

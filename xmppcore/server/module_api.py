@@ -155,6 +155,11 @@ class ModuleContext:
     async def account_exists(self, username: str) -> bool:
         return await self._server.accounts.exists(self.host, username)
 
+    def account_deleted(self, username: str) -> bool:
+        """Whether this server deleted the account since it started (its sessions close after
+        the deletion; what a module records at their end must not bring the account back)."""
+        return self._server.accounts.deleted_here(self.host, username)
+
     @staticmethod
     def now() -> float:
         """Wall-clock time (modules never read the clock another way, so tests can see it)."""
