@@ -23,6 +23,7 @@ from ..stanza.errors import Condition, ProtocolUsageError, StanzaError, StreamCo
 from ..xml.element import Element
 from ..xml.namespaces import NS_BIND, NS_CLIENT, NS_SASL, NS_SESSION, NS_STREAMS, NS_TLS, NS_XML
 from ..xml.parser import StreamHeader
+from ..xml.serializer import serialize
 from . import events as ev
 from .sasl import ScramCredentials
 from .sasl_server import Failure, NeedCredentials, Reply, SaslNegotiator, SaslStep, Success
@@ -37,6 +38,8 @@ ALL_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SC
 NS_CSI = "urn:xmpp:csi:0"  # XEP-0352
 _STANZAS = frozenset({"message", "presence", "iq"})
 _NO_BINDINGS: Mapping[str, bytes] = MappingProxyType({})
+_PRE_AUTH_FEATURES: dict[tuple[object, ...], str] = {}  # serialized, by what decides them
+_PRE_AUTH_FEATURES_MAX = 64
 _NO_REGISTRATION = PreAuthRegistration(None)  # once bound, registration is never offered again
 
 
@@ -318,17 +321,31 @@ class C2SServer(XmlStream):
             self._send(features)
             self._to(C2SState.WAIT_BIND)
             return
-        if self._tls_available and not self._tls_active:
-            starttls = features.add("starttls", NS_TLS)
-            if self._tls_required:
-                starttls.add("required")
-        if self._tls_active or not self._tls_required:
+        offer_tls = self._tls_available and not self._tls_active
+        sasl = self._tls_active or not self._tls_required
+        if sasl:
             self._sasl = self._new_sasl()
-            for child in self._sasl.features():
-                features.append(child)
-        if self._registration.offered(self.domain, tls_active=self._tls_active):
-            features.append(self._registration.feature())
-        self._send(features)
+        registration = self._registration.offered(self.domain, tls_active=self._tls_active)
+        # The same few feature lists go to every connection before authentication: each is
+        # serialized once (what decides its content is the key).
+        key = (offer_tls, self._tls_required, registration,
+               self._sasl.offered if sasl and self._sasl is not None else None, tuple(self._bindings))
+        text = _PRE_AUTH_FEATURES.get(key)
+        if text is None:
+            if offer_tls:
+                starttls = features.add("starttls", NS_TLS)
+                if self._tls_required:
+                    starttls.add("required")
+            if sasl and self._sasl is not None:
+                for child in self._sasl.features():
+                    features.append(child)
+            if registration:
+                features.append(self._registration.feature())
+            text = serialize(features, NS_CLIENT)
+            if len(_PRE_AUTH_FEATURES) >= _PRE_AUTH_FEATURES_MAX:
+                _PRE_AUTH_FEATURES.clear()
+            _PRE_AUTH_FEATURES[key] = text
+        self._send_raw(text)
         self._to(C2SState.NEGOTIATING)
 
     def _new_sasl(self) -> SaslNegotiator:

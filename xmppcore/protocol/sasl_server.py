@@ -118,6 +118,11 @@ class SaslNegotiator:
     def in_progress(self) -> bool:
         return self._scram is not None or self._plain is not None or bool(self._awaiting_initial)
 
+    @property
+    def offered(self) -> tuple[str, ...]:
+        """The mechanisms offered, in order of preference."""
+        return self._offered
+
     def features(self) -> list[Element]:
         """``<mechanisms/>`` plus the XEP-0440 channel-binding list, when any are offered."""
         if not self._offered:

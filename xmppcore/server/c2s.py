@@ -120,7 +120,8 @@ class ClientConnection:
 
     def _host_stream_features(self) -> list[Element]:
         host = self._server.hosts.get(self.core.domain)
-        return [feature.copy() for feature in host.stream_features] if host is not None else []
+        # Not copied: the core only puts them in the <features/> it serializes.
+        return list(host.stream_features) if host is not None else []
 
     def _registration_offered(self, domain: str) -> bool:
         host = self._server.hosts.get(domain)
