@@ -168,6 +168,14 @@ def model_query(items: Sequence[ArchiveItem], *, start: float | None = None,
     return found if limit is None else found[:limit]
 
 
+async def test_keyval_writes_that_are_not_urgent_are_stored_all_the_same(driver: StorageDriver) -> None:
+    store = driver.keyval("example.org", "last")
+    await store.set("juliet", {"when": 1.0}, urgent=False)  # returns once stored
+    assert await store.get("juliet") == {"when": 1.0}
+    await store.set("juliet", None, urgent=False)
+    assert await store.get("juliet") is None
+
+
 async def test_archive_keeps_insertion_order_and_fields(driver: StorageDriver) -> None:
     store = driver.archive("example.org", "mam")
     ids = await fill_archive(store)

@@ -184,3 +184,33 @@ async def test_callers_are_answered_in_order_while_the_next_round_runs(
     assert [event for event in answered if event != "round"] == users
     # Every write lands in the order its caller made it.
     assert archived_users(path) == users + users
+
+
+async def test_a_write_that_is_not_urgent_goes_before_the_next_urgent_one(opened: tuple[StorageDriver, Path]) -> None:
+    driver, path = opened
+    last = driver.keyval("h", "last")
+    lazy = asyncio.ensure_future(last.set("u", {"n": 1}, urgent=False))
+    await asyncio.sleep(0)  # a yield: it is queued
+    assert await last.get("u") is None  # a read does not wait for it (KeyValueStore.set)
+    assert not lazy.done()
+    await last.set("u", {"n": 2})  # urgent: the waiting write is committed first, in order
+    await lazy
+    assert await last.get("u") == {"n": 2}
+    assert sql(path, "SELECT value FROM keyval WHERE \"user\" = 'u'") == [('{"n":2}',)]
+
+
+async def test_a_write_that_is_not_urgent_is_committed_alone_after_a_while(opened: tuple[StorageDriver, Path]) -> None:
+    driver, path = opened
+    await driver.keyval("h", "last").set("u", {"n": 1}, urgent=False)  # returns once committed
+    assert sql(path, "SELECT COUNT(*) FROM keyval WHERE \"user\" = 'u'") == [(1,)]
+
+
+async def test_closing_commits_the_writes_that_are_not_urgent(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    driver = create_driver("sqlite", path=str(path))
+    await driver.open()
+    lazy = asyncio.ensure_future(driver.keyval("h", "last").set("u", {"n": 1}, urgent=False))
+    await asyncio.sleep(0)  # a yield: it is queued
+    await driver.close()
+    await lazy
+    assert sql(path, "SELECT COUNT(*) FROM keyval WHERE \"user\" = 'u'") == [(1,)]

@@ -81,7 +81,9 @@ def setup(mod: ModuleContext) -> None:
         assert session.jid is not None
         if mod.account_deleted(session.jid.local):
             return  # the account was deleted (XEP-0077 §3.2) and its sessions closed after
-        await store.set(session.jid.local, {"when": mod.now(), "status": status})
+        # Not urgent: logouts commit together (a storage round each was most of a login's cost
+        # in the issue 8 benchmark); a query in the next few milliseconds may see the one before.
+        await store.set(session.jid.local, {"when": mod.now(), "status": status}, urgent=False)
 
     async def forget_account(event: hooks.AccountEvent) -> None:
         await store.set(event.jid.local, None)

@@ -93,7 +93,8 @@ class _LastUnavailable:
         text = serialize(stored, NS_CLIENT)
         if len(text) > _MAX_STORED:
             text = serialize(Element(stored.name, NS_CLIENT, stored.attrs), NS_CLIENT)
-        await self._store.set(sender.local, {"xml": text, "when": when})
+        # Not urgent: written at every logout, read only by later probes (see last.py).
+        await self._store.set(sender.local, {"xml": text, "when": when}, urgent=False)
 
     async def forget(self, event: hooks.AccountEvent) -> None:
         """A deleted account leaves no presence behind (a new account of that name has none)."""

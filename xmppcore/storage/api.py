@@ -46,8 +46,13 @@ class KeyValueStore(Protocol):
 
     async def get(self, user: str) -> JSONValue | None: ...
 
-    async def set(self, user: str, value: JSONValue | None) -> None:
-        """Store `value` for `user`; None deletes it."""
+    async def set(self, user: str, value: JSONValue | None, *, urgent: bool = True) -> None:
+        """Store `value` for `user`; None deletes it.  Durable when the call returns.
+
+        `urgent=False` is for bookkeeping nobody waits to read (when an account last logged out):
+        the driver may hold the write back for a while (SQLite: up to 50 ms, or until an
+        urgent write) to commit it with others, and reads meanwhile may not see it yet.
+        """
 
     async def users(self) -> list[str]:
         """Every user with a document in this store, sorted by code point."""

@@ -92,7 +92,7 @@ class _MemoryKeyValueStore:
         text = self._documents.get(user)
         return None if text is None else _decode_value(text)
 
-    async def set(self, user: str, value: JSONValue | None) -> None:
+    async def set(self, user: str, value: JSONValue | None, *, urgent: bool = True) -> None:
         text = None if value is None else _encode_value(value)
         self._driver._check_open()
         if text is None:

@@ -181,7 +181,7 @@ class _PostgresKeyValueStore:
         )
         return None if text is None else _decode_value(text)
 
-    async def set(self, user: str, value: JSONValue | None) -> None:
+    async def set(self, user: str, value: JSONValue | None, *, urgent: bool = True) -> None:
         if value is None:
             await self._driver._execute(
                 'DELETE FROM keyval WHERE host = $1 AND store = $2 AND "user" = $3',

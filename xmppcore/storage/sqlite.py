@@ -157,15 +157,16 @@ class SqliteDriver:
     async def _statement(self, sql: str, params: Sequence[Any], *, write: bool) -> list[_Row]:
         return await self._queue_write(sql, params) if write else await self._queue(sql, params, write=False)
 
-    def _queue_write(self, sql: str, params: Sequence[Any]) -> asyncio.Future[list[_Row]]:
-        """Queue a write now; a future of its rows once committed."""
-        return self._queue(sql, params, write=True)
+    def _queue_write(self, sql: str, params: Sequence[Any], *, urgent: bool = True) -> asyncio.Future[list[_Row]]:
+        """Queue a write now; a future of its rows once committed (``Statements.queue``)."""
+        return self._queue(sql, params, write=True, urgent=urgent)
 
-    def _queue(self, sql: str, params: Sequence[Any], *, write: bool) -> asyncio.Future[list[_Row]]:
+    def _queue(self, sql: str, params: Sequence[Any], *, write: bool,
+               urgent: bool = True) -> asyncio.Future[list[_Row]]:
         statements = self._statements
         if statements is None:
             raise StorageError("sqlite storage driver is not open")
-        return statements.queue(sql, params, write=write)
+        return statements.queue(sql, params, write=write, urgent=urgent)
 
     def _new_archive_id(self) -> int:
         self._last_archive_id += 1
@@ -280,17 +281,17 @@ class _SqliteKeyValueStore:
         )
         return _decode_value(rows[0][0]) if rows else None
 
-    async def set(self, user: str, value: JSONValue | None) -> None:
+    async def set(self, user: str, value: JSONValue | None, *, urgent: bool = True) -> None:
         if value is None:
-            await self._driver._write(
+            await self._driver._queue_write(
                 'DELETE FROM keyval WHERE host = ? AND store = ? AND "user" = ?',
-                (*self._ns, user),
+                (*self._ns, user), urgent=urgent,
             )
             return
-        await self._driver._write(
+        await self._driver._queue_write(
             'INSERT INTO keyval (host, store, "user", value) VALUES (?, ?, ?, ?) '
             'ON CONFLICT (host, store, "user") DO UPDATE SET value = excluded.value',
-            (*self._ns, user, _encode_value(value)),
+            (*self._ns, user, _encode_value(value)), urgent=urgent,
         )
 
     async def users(self) -> list[str]:

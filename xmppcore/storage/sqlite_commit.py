@@ -27,11 +27,12 @@ from typing import Any, Union
 from .api import StorageError
 from .sqlite_thread import SqliteThread
 
-__all__ = ["Row", "Statements", "MAX_BATCH"]
+__all__ = ["LAZY_DELAY", "MAX_BATCH", "Row", "Statements"]
 
 _log = logging.getLogger("xmppcore.storage.sqlite")
 
 MAX_BATCH = 512  # writes committed in one transaction at most
+LAZY_DELAY = 0.05  # seconds a write that is not urgent may wait for others to commit with
 _STRAGGLER_ITERATIONS = 4  # loop iterations a round waits for statements still arriving
 _SPLIT_AT = 64  # a round of this many statements, with nothing waiting after it, is answered in halves
 
@@ -82,6 +83,8 @@ class Statements:
     def __init__(self, conn: SqliteThread) -> None:
         self._conn = conn
         self._queued: list[_Statement] = []
+        self._lazy: list[_Statement] = []  # writes that are not urgent, waiting for company
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task = asyncio.ensure_future(self._serve())
@@ -90,18 +93,43 @@ class Statements:
         # A caller cancelled meanwhile cancels its future, not the statement: it still runs.
         return await self.queue(sql, params, write=write)
 
-    def queue(self, sql: str, params: Sequence[Any], *, write: bool) -> asyncio.Future[list[Row]]:
-        """Queue a statement now; a future of its rows (a write's: once committed)."""
+    def queue(self, sql: str, params: Sequence[Any], *, write: bool, urgent: bool = True) -> asyncio.Future[list[Row]]:
+        """Queue a statement now; a future of its rows (a write's: once committed).
+
+        A write that is not ``urgent`` waits up to ``LAZY_DELAY`` for company: it goes with the
+        next urgent write (before it, in order), or alone when the delay is over.  Reads do not
+        wait for it, so they may not see it yet (``KeyValueStore.set``).
+        """
         if self._closing or self._task.done():
             raise StorageError("sqlite storage driver is not open")
         statement = _Statement(sql, params, write)
+        if write and not urgent:
+            self._lazy.append(statement)
+            if self._lazy_timer is None:
+                self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_DELAY, self._lazy_due)
+            return statement.rows
+        if write and self._lazy:
+            self._take_lazy()  # earlier writes commit first
         self._queued.append(statement)
         self._wakeup.set()
         return statement.rows
 
+    def _take_lazy(self) -> None:
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        self._queued += self._lazy
+        self._lazy = []
+
+    def _lazy_due(self) -> None:
+        self._lazy_timer = None
+        self._take_lazy()
+        self._wakeup.set()
+
     async def close(self) -> None:
         """Run what is queued, then stop."""
         self._closing = True
+        self._take_lazy()
         self._wakeup.set()
         await asyncio.shield(self._task)
 
@@ -132,7 +160,9 @@ class Statements:
         finally:
             failure = StorageError("sqlite storage driver closed")
             # Only when this task is cancelled is a round left running: its outcome is unknown.
-            for statement in [*(running.statements if running is not None else ()), *self._queued]:
+            if self._lazy_timer is not None:
+                self._lazy_timer.cancel()
+            for statement in [*(running.statements if running is not None else ()), *self._queued, *self._lazy]:
                 statement.failed(failure)
 
     async def _split(self, done: _Round, outcomes: list[Outcome]) -> _Round | None:
