@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import sys
 from collections.abc import Callable
@@ -90,12 +89,8 @@ class StreamTransport(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         # Interned: thousands of connections from one address share the string.
         self.peer_address = sys.intern(str(peer[0])) if isinstance(peer, tuple) and peer else "unknown"
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        # TCP_NODELAY: asyncio (3.7+) and uvloop set it on every TCP transport they make;
+        # setting it again cost two system calls and a socket object per connection.
         assert self._make_handler is not None
         self._handler, self._make_handler = self._make_handler(self), None
         self.pump()
