@@ -160,6 +160,12 @@ async def test_the_logout_time_is_stored(h: ScenarioHarness, clock: Clock) -> No
     phone = await h.online("alice", "phone")
     await h.send(phone, "<presence type='unavailable'><status>bye</status></presence>")
     await h.disconnect(phone)
+    # Written in the background (server/writes_behind.py); a query waits for it, and then it
+    # is in storage.
+    quiet = await h.connect("alice", "quiet")
+    assert await last(h, quiet, "alice@localhost") == expect(
+        f"<iq type='result' id='l1' from='alice@localhost' to='alice@localhost/quiet'>"
+        f"<query xmlns='{LAST}' seconds='0'>bye</query></iq>")
     assert await h.server.storage.keyval("localhost", "last").get("alice") == {"when": clock.now, "status": "bye"}
 
 

@@ -234,7 +234,8 @@ async def fill_alices_data(h: ScenarioHarness) -> None:
         (alice, "<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='eve@evil.example'/></block></iq>"),
     ]:
         await h.send(who, stanza)
-    await h.disconnect(alice)  # records the logout (XEP-0012)
+    await h.disconnect(alice)  # records the logout (XEP-0012), in the background
+    await h.send(bob, "<iq type='get' id='l' to='alice@localhost'><query xmlns='jabber:iq:last'/></iq>")  # waits for it
     await h.send(bob, "<message to='alice@localhost' type='chat'><body>while you were out</body></message>")
     h.clear()
 

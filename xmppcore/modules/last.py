@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, cast
 from xmppcore.jid import JID
 from xmppcore.server import hooks
 from xmppcore.server.iq import IqRequest
-from xmppcore.server.module_api import IqScope, ModuleContext, Xep
+from xmppcore.server.module_api import IqScope, ModuleContext, WritesBehind, Xep
 from xmppcore.server.sessions import Session
 from xmppcore.stanza.errors import Condition, StanzaError
 from xmppcore.stanza.model import PresenceType
@@ -77,15 +77,21 @@ def setup(mod: ModuleContext) -> None:
         assert session.jid is not None
         return any(s.available for s in mod.sessions_of(session.jid.bare) if s is not session)
 
-    async def record_logout(session: Session, status: str) -> None:
+    writes = WritesBehind(mod.log)
+
+    def record_logout(session: Session, status: str) -> None:
         assert session.jid is not None
-        if mod.account_deleted(session.jid.local):
+        user = session.jid.local
+        if mod.account_deleted(user):
             return  # the account was deleted (XEP-0077 §3.2) and its sessions closed after
-        # Not urgent: logouts commit together (a storage round each was most of a login's cost
-        # in the issue 8 benchmark); a query in the next few milliseconds may see the one before.
-        await store.set(session.jid.local, {"when": mod.now(), "status": status}, urgent=False)
+        record: JSONValue = {"when": mod.now(), "status": status}
+        # In the background, not urgent: logouts commit together (a commit each was a large part
+        # of a login's cost in the issue 8 benchmark), and neither the presence broadcast after
+        # this handler nor the client's next stanza waits for it.  Reads wait (writes.settled).
+        writes.start(user, lambda: store.set(user, record, urgent=False))
 
     async def forget_account(event: hooks.AccountEvent) -> None:
+        await writes.settled(event.jid.local)
         await store.set(event.jid.local, None)
 
     async def server_uptime(request: IqRequest) -> Element:
@@ -98,6 +104,7 @@ def setup(mod: ModuleContext) -> None:
             raise StanzaError(Condition.FORBIDDEN, "last activity is shared with the account's contacts only")
         if any(session.available for session in mod.sessions_of(request.to.bare)):
             return last_query(0)  # §3: "at least one available resource" -> seconds='0'
+        await writes.settled(request.to.local)
         record = _record(await store.get(request.to.local))
         if record is None:
             raise StanzaError(Condition.ITEM_NOT_FOUND, "no logout of this account is recorded")
@@ -112,14 +119,14 @@ def setup(mod: ModuleContext) -> None:
         if not others_available(session):
             # §3: the answer "MAY contain ... the status message of the last unavailable
             # presence received from the user".
-            await record_logout(session, (event.stanza.findtext("status") or "").strip())
+            record_logout(session, (event.stanza.findtext("status") or "").strip())
 
     async def on_closed(event: hooks.SessionEvent) -> None:
         session = event.session
         # A session that leaves while available, without an unavailable presence, logs out too
         # (RFC 6121 §4.5.2 makes the server send unavailable presence for it).
         if session.jid is not None and session.available and not others_available(session):
-            await record_logout(session, "")
+            record_logout(session, "")
 
     mod.add_feature(NS_LAST, IqScope.HOST)
     mod.add_feature(NS_LAST, IqScope.ACCOUNT)

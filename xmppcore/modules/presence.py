@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, cast
 
 from xmppcore.jid import JID
 from xmppcore.server import hooks
-from xmppcore.server.module_api import ModuleContext, Rfc, Xep
+from xmppcore.server.module_api import ModuleContext, Rfc, WritesBehind, Xep
 from xmppcore.server.sessions import Session
 from xmppcore.stanza.datetime_profile import utc_datetime
 from xmppcore.stanza.errors import StreamError
@@ -85,23 +85,28 @@ def delay_stamp(when: float) -> str:
 class _LastUnavailable:
     """Each account's last unavailable presence and when it was sent (answers to probes, §4.3.2)."""
 
-    def __init__(self, store: KeyValueStore) -> None:
+    def __init__(self, store: KeyValueStore, writes: WritesBehind) -> None:
         self._store = store
+        self._writes = writes
 
-    async def remember(self, presence: Element, sender: JID, when: float) -> None:
+    def remember(self, presence: Element, sender: JID, when: float) -> None:
         stored = Element(presence.name, NS_CLIENT, {"from": str(sender), "type": "unavailable"}, presence.children)
         text = serialize(stored, NS_CLIENT)
         if len(text) > _MAX_STORED:
             text = serialize(Element(stored.name, NS_CLIENT, stored.attrs), NS_CLIENT)
-        # Not urgent: written at every logout, read only by later probes (see last.py).
-        await self._store.set(sender.local, {"xml": text, "when": when}, urgent=False)
+        user, record = sender.local, {"xml": text, "when": when}
+        # Written at every logout and read only by later probes: in the background, not urgent,
+        # so that logouts commit together; a probe waits for it (recall).  See last.py.
+        self._writes.start(user, lambda: self._store.set(user, record, urgent=False))
 
     async def forget(self, event: hooks.AccountEvent) -> None:
         """A deleted account leaves no presence behind (a new account of that name has none)."""
+        await self._writes.settled(event.jid.local)
         await self._store.set(event.jid.local, None)
 
     async def recall(self, user: JID, to: JID) -> Element | None:
         """The remembered presence addressed to ``to`` with its ``<delay/>``; None if unknown."""
+        await self._writes.settled(user.local)
         doc: JSONValue | None = await self._store.get(user.local)
         if not isinstance(doc, dict) or not isinstance(doc.get("xml"), str):
             return None
@@ -210,11 +215,11 @@ class _Presence:
         # §4.6.3: directed presence is followed by unavailable even from a never-available session.
         await self._to_directed(session, stanza, reached)
         if was_available:
-            await self._remember_if_last(session, stanza)
+            self._remember_if_last(session, stanza)
 
-    async def _remember_if_last(self, session: Session, stanza: Element) -> None:
+    def _remember_if_last(self, session: Session, stanza: Element) -> None:
         if not any(s.available for s in self._mod.sessions_of(session.full_jid.bare) if s is not session):
-            await self._last.remember(stanza, session.full_jid, self._mod.now())
+            self._last.remember(stanza, session.full_jid, self._mod.now())
 
     # -- directed presence (§4.6) -----------------------------------------------------------------
     async def on_from_client(self, event: hooks.StanzaEvent) -> hooks.Handled | None:
@@ -302,7 +307,8 @@ class _Presence:
 
 
 def setup(mod: ModuleContext) -> None:
-    last = _LastUnavailable(cast(KeyValueStore, mod.open_store("last_presence", StoreKind.KEYVAL)))
+    last = _LastUnavailable(cast(KeyValueStore, mod.open_store("last_presence", StoreKind.KEYVAL)),
+                            WritesBehind(mod.log))
     presence = _Presence(mod, last)
     mod.hook(hooks.PRESENCE_BROADCAST, presence.on_broadcast)
     # After the filters that may refuse the stanza (blocking runs at 100), before it is routed.

@@ -250,7 +250,8 @@ class ClientConnection:
         self.core.bind_succeeded(jid)
         self._log.info("bound %s", jid)
         host = self._server.hosts[jid.domain]
-        self._spawn(host.bus.fire(hooks.SESSION_BOUND, hooks.SessionEvent(session)))
+        if host.bus.has_handlers(hooks.SESSION_BOUND):  # none by default: no task per login then
+            self._spawn(host.bus.fire(hooks.SESSION_BOUND, hooks.SessionEvent(session)))
 
     async def _resume(self, event: ev.ResumeRequested) -> None:
         """XEP-0198 §5: the same account's session ``previd`` continues on this connection."""

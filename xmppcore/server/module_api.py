@@ -24,13 +24,14 @@ from .hooks import Handler, Hook
 from .host import DiscoRegistry, Host, Identity
 from .iq import IqHandler, IqScope
 from .keyed_lock import KeyedLock
+from .writes_behind import WritesBehind
 
 if TYPE_CHECKING:
     from .app import Server
     from .auth import AccountManager
     from .sessions import Session
 
-__all__ = ["ModuleContext", "Xep", "Rfc", "IqScope", "IqType", "KeyedLock"]
+__all__ = ["ModuleContext", "Xep", "Rfc", "IqScope", "IqType", "KeyedLock", "WritesBehind"]
 
 E = TypeVar("E")
 

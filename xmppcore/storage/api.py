@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
@@ -46,8 +46,11 @@ class KeyValueStore(Protocol):
 
     async def get(self, user: str) -> JSONValue | None: ...
 
-    async def set(self, user: str, value: JSONValue | None, *, urgent: bool = True) -> None:
-        """Store `value` for `user`; None deletes it.  Durable when the call returns.
+    def set(self, user: str, value: JSONValue | None, *, urgent: bool = True) -> Awaitable[None]:
+        """Store `value` for `user`; None deletes it.  Durable once awaited.
+
+        A driver may queue the write when called (SQLite does, so that writes keep the order
+        they were made in); awaiting waits for the commit.
 
         `urgent=False` is for bookkeeping nobody waits to read (when an account last logged out):
         the driver may hold the write back for a while (SQLite: up to 50 ms, or until an

@@ -173,6 +173,13 @@ class SqliteDriver:
         return self._last_archive_id
 
 
+def _committed_when(rows: asyncio.Future[list[_Row]]) -> asyncio.Future[None]:
+    """A future done (or failed) as the statement's future ``rows`` is, without its rows."""
+    committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    rows.add_done_callback(lambda done: _pass_on(done, committed))
+    return committed
+
+
 def _pass_on(done: asyncio.Future[list[_Row]], committed: asyncio.Future[None]) -> None:
     """Complete ``committed`` as the statement's future ``done`` completed."""
     if committed.done():
@@ -281,18 +288,20 @@ class _SqliteKeyValueStore:
         )
         return _decode_value(rows[0][0]) if rows else None
 
-    async def set(self, user: str, value: JSONValue | None, *, urgent: bool = True) -> None:
+    def set(self, user: str, value: JSONValue | None, *, urgent: bool = True) -> asyncio.Future[None]:
+        # Queued now, so writes keep the order they were made in; the future is the commit.
         if value is None:
-            await self._driver._queue_write(
+            rows = self._driver._queue_write(
                 'DELETE FROM keyval WHERE host = ? AND store = ? AND "user" = ?',
                 (*self._ns, user), urgent=urgent,
             )
-            return
-        await self._driver._queue_write(
-            'INSERT INTO keyval (host, store, "user", value) VALUES (?, ?, ?, ?) '
-            'ON CONFLICT (host, store, "user") DO UPDATE SET value = excluded.value',
-            (*self._ns, user, _encode_value(value)), urgent=urgent,
-        )
+        else:
+            rows = self._driver._queue_write(
+                'INSERT INTO keyval (host, store, "user", value) VALUES (?, ?, ?, ?) '
+                'ON CONFLICT (host, store, "user") DO UPDATE SET value = excluded.value',
+                (*self._ns, user, _encode_value(value)), urgent=urgent,
+            )
+        return _committed_when(rows)
 
     async def users(self) -> list[str]:
         rows = await self._driver._read(
@@ -355,9 +364,7 @@ class _SqliteArchiveStore:
         self, user: str, value: JSONValue, *, when: float, with_jid: str = ""
     ) -> tuple[str, asyncio.Future[None]]:
         archive_id, rows = self._insert(user, value, when, with_jid)
-        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        rows.add_done_callback(lambda done: _pass_on(done, committed))
-        return archive_id, committed
+        return archive_id, _committed_when(rows)
 
     def _insert(self, user: str, value: JSONValue, when: float, with_jid: str) -> tuple[str, asyncio.Future[list[_Row]]]:
         """Queue the row under a new id; the id, and the future of its commit."""
