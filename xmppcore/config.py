@@ -133,6 +133,7 @@ class AuthConfig:
     failure_delay: float = 1.0
     failure_delay_max: float = 10.0
     failure_window: float = 300.0
+    cache_seconds: float = 5.0  # how long an account's credentials are kept after a login read them
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +260,7 @@ _RULES: Mapping[str, _Rule] = {
     "auth.failure_delay": _Rule(low=0),
     "auth.failure_delay_max": _Rule(low=0),
     "auth.failure_window": _Rule(above=0),
+    "auth.cache_seconds": _Rule(low=0, high=3600),
 }
 _NOT_FROM_FILE = frozenset({"source", "modules.options"})  # filled in by the loader, never by a user
 _PATH_KEYS = ("data_dir", "tls.certificate", "tls.key", "storage.path", "s2s.ca_file")

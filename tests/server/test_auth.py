@@ -131,3 +131,80 @@ async def test_unacceptable_passwords_are_refused(accounts: AccountManager, pass
     with pytest.raises(AccountError):
         await accounts.create(HOST, "alice", password)
     assert not await accounts.exists(HOST, "alice")
+
+
+# -- auth.cache_seconds ------------------------------------------------------------------------------
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    clock = _Clock()
+    monkeypatch.setattr("xmppcore.server.auth.time.monotonic", clock)
+    return clock
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch, storage: StorageDriver) -> list[str]:
+    reads: list[str] = []
+    store_type = type(storage.keyval(HOST, "accounts"))
+    get = store_type.get
+
+    async def counted(self: object, user: str) -> object:
+        reads.append(user)
+        return await get(self, user)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_type, "get", counted)
+    return reads
+
+
+async def test_a_login_within_cache_seconds_reads_no_storage(
+        storage: StorageDriver, clock: _Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    accounts = AccountManager(storage, iterations=4096, cache_seconds=5.0)
+    await accounts.create(HOST, "alice", PASSWORD)
+    reads = count_reads(monkeypatch, storage)
+    first = await accounts.credentials(HOST, "alice", "sha-1")
+    clock.now += 4.9
+    assert await accounts.credentials(HOST, "alice", "sha-1") == first
+    assert reads == ["alice"]
+    clock.now += 0.2  # 5.1 s after the read: read again
+    assert await accounts.credentials(HOST, "alice", "sha-1") == first
+    assert reads == ["alice", "alice"]
+
+
+async def test_changes_made_here_apply_at_once(storage: StorageDriver, clock: _Clock) -> None:
+    accounts = AccountManager(storage, iterations=4096, cache_seconds=3600.0)
+    await accounts.create(HOST, "alice", PASSWORD)
+    assert await verifies(accounts, "alice", PASSWORD)
+    await accounts.set_password(HOST, "alice", "new secret")
+    assert await verifies(accounts, "alice", "new secret")  # not the cached keys
+    await accounts.delete(HOST, "alice")
+    assert await accounts.credentials(HOST, "alice", "sha-1") is None
+    await accounts.create(HOST, "alice", "third")
+    assert await verifies(accounts, "alice", "third")
+
+
+async def test_changes_made_by_another_process_apply_within_cache_seconds(storage: StorageDriver, clock: _Clock) -> None:
+    accounts = AccountManager(storage, iterations=4096, cache_seconds=5.0)
+    other_process = AccountManager(storage, iterations=4096)  # `xmppcore passwd` on the same data
+    await accounts.create(HOST, "alice", PASSWORD)
+    assert await verifies(accounts, "alice", PASSWORD)
+    await other_process.set_password(HOST, "alice", "changed elsewhere")
+    assert await verifies(accounts, "alice", PASSWORD)  # still cached
+    clock.now += 5.0
+    assert await verifies(accounts, "alice", "changed elsewhere")
+    await other_process.delete(HOST, "alice")
+    clock.now += 5.0
+    assert await accounts.credentials(HOST, "alice", "sha-1") is None
+
+
+async def test_unknown_accounts_are_not_cached(storage: StorageDriver, clock: _Clock) -> None:
+    accounts = AccountManager(storage, iterations=4096, cache_seconds=3600.0)
+    other_process = AccountManager(storage, iterations=4096)
+    assert await accounts.credentials(HOST, "alice", "sha-1") is None
+    await other_process.create(HOST, "alice", PASSWORD)
+    assert await verifies(accounts, "alice", PASSWORD)  # made elsewhere, usable at once

@@ -45,7 +45,8 @@ class Server:
     def __init__(self, config: Config, *, storage: StorageDriver | None = None) -> None:
         self.config = config
         self.storage = storage if storage is not None else self._make_storage(config)
-        self.accounts = AccountManager(self.storage, iterations=config.auth.scram_iterations)
+        self.accounts = AccountManager(self.storage, iterations=config.auth.scram_iterations,
+                                       cache_seconds=config.auth.cache_seconds)
         self.sessions = SessionRegistry(resource_factory=lambda: f"xmppcore-{unpredictable.token_hex(4)}")
         self.hosts = {domain: Host(domain) for domain in config.domains}
         self.accounts.on_deleted(self._account_deleted)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from ..jid import JID, InvalidJID
 from ..protocol.sasl import SCRAM_HASHES, ScramCredentials, derive_scram_credentials, prepare_password
@@ -22,6 +23,7 @@ __all__ = ["AccountError", "AccountManager", "DeletionListener", "normalize_user
 
 ACCOUNTS_STORE = "accounts"
 _REMEMBERED_DELETIONS = 10_000  # accounts deleted by this process that deleted_here() knows
+_CACHED_ACCOUNTS = 10_000  # account documents kept for logins (auth.cache_seconds), at most
 
 # Called with (host, normalised username) once an account is gone.
 DeletionListener = Callable[[str, str], Awaitable[None]]
@@ -45,9 +47,13 @@ def normalize_username(username: str) -> str:
 class AccountManager:
     """Create, check, change and delete accounts on every host of the server."""
 
-    def __init__(self, storage: StorageDriver, *, iterations: int = 10000) -> None:
+    def __init__(self, storage: StorageDriver, *, iterations: int = 10000, cache_seconds: float = 0.0) -> None:
         self._storage = storage
         self._iterations = iterations
+        # Account documents a login read, with when they were read (``auth.cache_seconds``):
+        # changes made here drop them; changes made elsewhere apply within cache_seconds.
+        self._cache_seconds = cache_seconds
+        self._cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
         self._stores: dict[str, KeyValueStore] = {}
         self._deletion_listeners: list[DeletionListener] = []
         # Accounts this process deleted, newest last (bounded): their sessions close after the
@@ -92,6 +98,7 @@ class AccountManager:
             raise AccountError(f"{user}@{host} already exists")
         await store.set(user, {"scram": self._derive(password), "created": time.time()})
         self._deleted.pop((host, user), None)
+        self._cache.pop((host, user), None)
         return user
 
     async def set_password(self, host: str, username: str, password: str) -> None:
@@ -101,6 +108,7 @@ class AccountManager:
         if not isinstance(doc, dict):
             raise AccountError(f"{user}@{host} does not exist")
         await store.set(user, {**doc, "scram": self._derive(password)})
+        self._cache.pop((host, user), None)
 
     async def delete(self, host: str, username: str) -> None:
         """Delete the credentials (nobody can log in any more), then tell the listeners."""
@@ -109,6 +117,7 @@ class AccountManager:
         if await store.get(user) is None:
             raise AccountError(f"{user}@{host} does not exist")
         await store.set(user, None)
+        self._cache.pop((host, user), None)
         self._deleted[(host, user)] = None
         if len(self._deleted) > _REMEMBERED_DELETIONS:
             del self._deleted[next(iter(self._deleted))]
@@ -129,6 +138,25 @@ class AccountManager:
             return False
         return await self._store(host).get(user) is not None
 
+    async def _account(self, host: str, user: str) -> dict[str, Any] | None:
+        """The account's document, from the cache while it is fresh (unknown accounts are not
+        cached: one made by another process can log in at once)."""
+        key = (host, user)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[0] < self._cache_seconds:
+            return cached[1]
+        doc = await self._store(host).get(user)
+        if not isinstance(doc, dict):
+            self._cache.pop(key, None)
+            return None
+        if self._cache_seconds > 0:
+            self._cache.pop(key, None)
+            self._cache[key] = (now, doc)  # newest last
+            if len(self._cache) > _CACHED_ACCOUNTS:
+                del self._cache[next(iter(self._cache))]
+        return doc
+
     async def users(self, host: str) -> list[str]:
         return await self._store(host).users()
 
@@ -138,8 +166,8 @@ class AccountManager:
             user = normalize_username(username)
         except AccountError:
             return None
-        doc = await self._store(host).get(user)
-        if not isinstance(doc, dict):
+        doc = await self._account(host, user)
+        if doc is None:
             return None
         scram = doc.get("scram")
         if not isinstance(scram, Mapping) or not isinstance(scram.get(hash_name), Mapping):
