@@ -208,3 +208,14 @@ async def test_unknown_accounts_are_not_cached(storage: StorageDriver, clock: _C
     assert await accounts.credentials(HOST, "alice", "sha-1") is None
     await other_process.create(HOST, "alice", PASSWORD)
     assert await verifies(accounts, "alice", PASSWORD)  # made elsewhere, usable at once
+
+
+async def test_the_cache_lets_go_of_what_expired(storage: StorageDriver, clock: _Clock) -> None:
+    accounts = AccountManager(storage, iterations=4096, cache_seconds=5.0)
+    for name in ("alice", "bob", "carol"):
+        await accounts.create(HOST, name, PASSWORD)
+        await accounts.credentials(HOST, name, "sha-1")
+    assert len(accounts._cache) == 3
+    clock.now += 6.0
+    await accounts.credentials(HOST, "alice", "sha-1")  # a login later: the stale ones go
+    assert list(accounts._cache) == [(HOST, "alice")]

@@ -151,10 +151,11 @@ class AccountManager:
             self._cache.pop(key, None)
             return None
         if self._cache_seconds > 0:
-            self._cache.pop(key, None)
-            self._cache[key] = (now, doc)  # newest last
-            if len(self._cache) > _CACHED_ACCOUNTS:
-                del self._cache[next(iter(self._cache))]
+            cache = self._cache
+            cache.pop(key, None)
+            cache[key] = (now, doc)  # newest last, so the stale ones are the first
+            while len(cache) > _CACHED_ACCOUNTS or now - next(iter(cache.values()))[0] >= self._cache_seconds:
+                del cache[next(iter(cache))]
         return doc
 
     async def users(self, host: str) -> list[str]:
