@@ -26,6 +26,7 @@ from xmppcore.config import resolved_storage_path
 from xmppcore.storage.sqlite_thread import SqliteThread
 from xmppcore.xml.element import Element
 
+from .conftest import RunningServer
 from .rawclient import RawClient
 from .test_mam import SID, login, mam_config, next_stanza, running
 
@@ -71,6 +72,17 @@ async def acked(client: RawClient) -> int:
     return int(answer.get("h") or "-1")
 
 
+async def alice_with_sm_and_bob_available(server: RunningServer) -> tuple[RawClient, RawClient]:
+    """Alice logged in with XEP-0198 enabled, bob logged in and available."""
+    await server.add_user("alice")
+    await server.add_user("bob")
+    alice, bob = await login(server, "alice", "home"), await login(server, "bob", "pc")
+    await enable_sm(alice)
+    await bob.send("<presence/>")
+    await next_stanza(bob, "presence")
+    return alice, bob
+
+
 def archived_ids(database: Path, user: str) -> set[int]:
     with contextlib.closing(sqlite3.connect(database)) as conn:
         return {row[0] for row in conn.execute(
@@ -84,12 +96,7 @@ async def test_the_stream_goes_on_while_a_commit_runs_and_nothing_is_seen_or_ack
     database = resolved_storage_path(config)
     async with running(config) as server:
         try:
-            await server.add_user("alice")
-            await server.add_user("bob")
-            alice, bob = await login(server, "alice", "home"), await login(server, "bob", "pc")
-            await enable_sm(alice)
-            await bob.send("<presence/>")
-            await next_stanza(bob, "presence")
+            alice, bob = await alice_with_sm_and_bob_available(server)
             # A first message loads what the routing reads from storage (preferences and such).
             await alice.send("<message to='bob@localhost' type='chat' id='m0'><body>0</body></message>")
             assert (await next_stanza(bob, "message")).get("id") == "m0"
@@ -135,12 +142,7 @@ async def test_a_burst_is_delivered_in_order_with_every_id_committed(tmp_path: P
     database = resolved_storage_path(config)
     count = 300
     async with running(config) as server:
-        await server.add_user("alice")
-        await server.add_user("bob")
-        alice, bob = await login(server, "alice", "home"), await login(server, "bob", "pc")
-        await enable_sm(alice)
-        await bob.send("<presence/>")
-        await next_stanza(bob, "presence")
+        alice, bob = await alice_with_sm_and_bob_available(server)
         burst = "".join(
             f"<message to='bob@localhost' type='chat' id='m{n}'><body>{n}</body></message>" if n % 3
             else f"<message to='bob@localhost' type='chat' id='m{n}'><composing xmlns='{CHAT_STATES}'/></message>"

@@ -155,7 +155,7 @@ class SqliteDriver:
         return await self._statement(sql, params, write=True)
 
     async def _statement(self, sql: str, params: Sequence[Any], *, write: bool) -> list[_Row]:
-        return await self._queue_write(sql, params) if write else await self._queue(sql, params, write=False)
+        return await self._queue(sql, params, write=write)
 
     def _queue_write(self, sql: str, params: Sequence[Any], *, urgent: bool = True) -> asyncio.Future[list[_Row]]:
         """Queue a write now; a future of its rows once committed (``Statements.queue``)."""
