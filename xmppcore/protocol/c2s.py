@@ -310,8 +310,8 @@ class C2SServer(XmlStream):
         self._send_features()
 
     def _send_features(self) -> None:
-        features = Element("features", NS_STREAMS)
         if self.username is not None:
+            features = Element("features", NS_STREAMS)
             features.add("bind", NS_BIND)
             features.add("session", NS_SESSION).add("optional")
             extras = [*(self._extra_features() if self._extra_features else ()), *self.sm.features()]
@@ -332,6 +332,7 @@ class C2SServer(XmlStream):
                self._sasl.offered if sasl and self._sasl is not None else None, tuple(self._bindings))
         text = _PRE_AUTH_FEATURES.get(key)
         if text is None:
+            features = Element("features", NS_STREAMS)
             if offer_tls:
                 starttls = features.add("starttls", NS_TLS)
                 if self._tls_required:

@@ -89,12 +89,9 @@ class Statements:
         self._closing = False
         self._task = asyncio.ensure_future(self._serve())
 
-    async def run(self, sql: str, params: Sequence[Any], *, write: bool) -> list[Row]:
-        # A caller cancelled meanwhile cancels its future, not the statement: it still runs.
-        return await self.queue(sql, params, write=write)
-
     def queue(self, sql: str, params: Sequence[Any], *, write: bool, urgent: bool = True) -> asyncio.Future[list[Row]]:
-        """Queue a statement now; a future of its rows (a write's: once committed).
+        """Queue a statement now; a future of its rows (a write's: once committed).  A caller
+        cancelled while awaiting it cancels its future, not the statement: it still runs.
 
         A write that is not ``urgent`` waits up to ``LAZY_DELAY`` for company: it goes with the
         next urgent write (before it, in order), or alone when the delay is over.  Reads do not
